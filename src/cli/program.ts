@@ -1,0 +1,15 @@
+import { Command } from 'commander';
+
+/**
+ * The `hvkit` command. Each verb lives in its own module under src/cli/ and
+ * contributes one commander Command; this file only assembles them.
+ */
+export function buildProgram(): Command {
+  const program = new Command('hvkit')
+    .description(
+      'Hyper-V synthetic I/O stack: VMBus, storvsc/storvsp, netvsc/netvsp, integration services',
+    )
+    .version('0.1.0')
+    .showHelpAfterError();
+  return program;
+}
