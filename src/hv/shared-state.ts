@@ -17,7 +17,7 @@ import { HV_MESSAGE_SIZE, HV_PORT_MESSAGE_QUEUE_DEPTH, HV_SYNIC_SINT_COUNT } fro
  */
 export const MAX_VPS = 16;
 /** Connection ids the partition can route: [0, MAX_CONNECTION_IDS). */
-export const MAX_CONNECTION_IDS = 4096;
+export const MAX_CONNECTION_IDS = 65536;
 export const MAX_MESSAGE_PORTS = 8;
 export const MAX_EVENT_PORTS = 4096;
 
