@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "hvkit_native",
+      "sources": ["fallocate.c"],
+      "cflags": ["-Wall", "-Wextra", "-O2"]
+    }
+  ]
+}
