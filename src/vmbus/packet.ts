@@ -225,17 +225,17 @@ export function writeTransferPages(
  */
 export class GpaRangeList {
   count = 0;
-  byteCount = new Uint32Array(4);
-  byteOffset = new Uint32Array(4);
+  byteCount: Uint32Array = new Uint32Array(4);
+  byteOffset: Uint32Array = new Uint32Array(4);
   /** Index into `pfns` of each range's first PFN, and its PFN count. */
-  pfnStart = new Uint32Array(4);
-  pfnCount = new Uint32Array(4);
+  pfnStart: Uint32Array = new Uint32Array(4);
+  pfnCount: Uint32Array = new Uint32Array(4);
   pfns = new Float64Array(64);
 
   private grow(ranges: number, pfns: number): void {
     if (ranges > this.byteCount.length) {
       const n = Math.max(ranges, this.byteCount.length * 2);
-      const copy = (a: Uint32Array): Uint32Array => {
+      const copy = (a: Uint32Array): Uint32Array<ArrayBuffer> => {
         const b = new Uint32Array(n);
         b.set(a);
         return b;
