@@ -1,4 +1,5 @@
 import { open } from 'node:fs/promises';
+import { connectNbd, isNbdUri } from '../nbd/client.ts';
 import { type BlockDevice, DiskIoError } from './block-device.ts';
 import { RawDisk } from './raw-disk.ts';
 
@@ -55,6 +56,7 @@ export async function detectFormat(path: string): Promise<DiskFormat> {
  * structure; an unreadable file with a DiskIoError.
  */
 export async function openDisk(path: string, options: OpenDiskOptions = {}): Promise<BlockDevice> {
+  if (isNbdUri(path)) return connectNbd(path, { readOnly: options.readOnly ?? false });
   const format = options.format ?? (await detectFormat(path));
   const readOnly = options.readOnly ?? false;
   switch (format) {

@@ -402,3 +402,5 @@ async function settleAll(parts: Promise<void>[]): Promise<void> {
   const results = await Promise.allSettled(parts);
   for (const r of results) if (r.status === 'rejected') throw r.reason;
 }
+
+export { isNbdUri } from './uri.ts';
