@@ -3,6 +3,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { type NbdExport, type NbdExportOptions, prepareExport } from './export.ts';
 import { NbdServerConnection } from './server-connection.ts';
 import type { ExportTable } from './server-options.ts';
+import { formatNbdUri, type NbdAddress } from './uri.ts';
 
 /**
  * An NBD server (fixed newstyle, proto.md) exporting one or more
@@ -15,9 +16,8 @@ export type ListenAddress =
   | { readonly port: number; readonly host?: string };
 
 export interface ListeningAddress {
-  readonly socket?: string;
-  readonly host?: string;
-  readonly port?: number;
+  /** Where clients connect (the actual port when 0 was asked for). */
+  readonly address: NbdAddress;
   /** The NBD URI of the default export, e.g. nbd+unix:///?socket=/tmp/s. */
   readonly uri: string;
 }
@@ -82,18 +82,16 @@ export class NbdServer implements ExportTable {
     server.on('error', () => {
       // Errors after listening concern single connections, handled per socket.
     });
+    let where: NbdAddress;
     if ('socket' in address) {
       this.socketPath = address.socket;
-      return {
-        socket: address.socket,
-        uri: `nbd+unix:///?socket=${encodeURIComponent(address.socket).replaceAll('%2F', '/')}`,
-      };
+      where = { transport: 'unix', socket: address.socket };
+    } else {
+      const bound = server.address();
+      const port = typeof bound === 'object' && bound ? bound.port : address.port;
+      where = { transport: 'tcp', host: address.host ?? '127.0.0.1', port };
     }
-    const bound = server.address();
-    const port = typeof bound === 'object' && bound ? bound.port : address.port;
-    const host = address.host ?? '127.0.0.1';
-    const hostPart = host.includes(':') ? `[${host}]` : host;
-    return { host, port, uri: `nbd://${hostPart}:${port}/` };
+    return { address: where, uri: formatNbdUri({ address: where, exportName: '' }) };
   }
 
   private accept(socket: Socket): void {
