@@ -339,7 +339,9 @@ export function goData(name: string, infos: readonly number[]): Buffer {
   out.writeUInt32BE(n.length, 0);
   n.copy(out, 4);
   out.writeUInt16BE(infos.length, 4 + n.length);
-  infos.forEach((info, i) => out.writeUInt16BE(info, 6 + n.length + 2 * i));
+  infos.forEach((info, i) => {
+    out.writeUInt16BE(info, 6 + n.length + 2 * i);
+  });
   return out;
 }
 
