@@ -268,6 +268,8 @@ export type ReadStatus = 'packet' | 'empty' | 'corrupt';
 export class RingReader {
   /** Private read index. */
   private cursor: number;
+  /** Cursor before the last packet returned by next(), for rewind(). */
+  private previous: number;
   /** read_index as last published. */
   private published: number;
   /** Length (bytes, without trailer) of the packet `next` returned. */
@@ -283,6 +285,7 @@ export class RingReader {
       );
     }
     this.cursor = r;
+    this.previous = r;
     this.published = r;
   }
 
@@ -322,8 +325,14 @@ export class RingReader {
     }
     this.ring.copyOut(this.cursor, target, 0, length);
     this.length = length;
+    this.previous = this.cursor;
     this.cursor = (this.cursor + length + RING_TRAILER_SIZE) % this.ring.dataSize;
     return 'packet';
+  }
+
+  /** Puts back the packet next() just returned; it will be read again. */
+  rewind(): void {
+    this.cursor = this.previous;
   }
 
   private corrupt(reason: string): ReadStatus {
