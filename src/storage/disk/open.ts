@@ -2,6 +2,7 @@ import { open } from 'node:fs/promises';
 import { connectNbd, isNbdUri } from '../nbd/client.ts';
 import { type BlockDevice, DiskIoError } from './block-device.ts';
 import { RawDisk } from './raw-disk.ts';
+import { VhdxDisk } from './vhdx/vhdx-disk.ts';
 
 export type DiskFormat = 'raw' | 'vhdx' | 'vhd';
 
@@ -63,6 +64,7 @@ export async function openDisk(path: string, options: OpenDiskOptions = {}): Pro
     case 'raw':
       return RawDisk.open(path, { readOnly });
     case 'vhdx':
+      return VhdxDisk.open(path, { readOnly });
     case 'vhd':
       throw new DiskIoError('EINVAL', `${path}: the ${format} backend is not built yet`);
     default:
