@@ -172,6 +172,7 @@ describe('NBD server with the real tools', () => {
         '--verify=crc32c',
         '--do_verify=1',
         '--verify_fatal=1',
+        '--verify_state_save=0',
         '--group_reporting',
       ],
       120_000,
