@@ -253,6 +253,64 @@ export function parseBlockLimits(bytes: Uint8Array): Result<BlockLimits> {
   };
 }
 
+export interface BlockDeviceCharacteristics {
+  /** 0 not reported, 1 non-rotating, else RPM. */
+  readonly rotationRate: number;
+  readonly productType: number;
+  readonly nominalFormFactor: number;
+}
+
+export function parseBlockDeviceCharacteristics(
+  bytes: Uint8Array,
+): Result<BlockDeviceCharacteristics> {
+  const page = parseVpdPage(bytes, 0xb1);
+  if (!page.ok) return page;
+  const body = page.value.body;
+  if (body.length < 2) {
+    return fail(`VPD page 0xb1: page length ${body.length} has no rotation rate`);
+  }
+  return {
+    ok: true,
+    value: {
+      rotationRate: be16(body, 0),
+      productType: body[2] ?? 0,
+      nominalFormFactor: (body[3] ?? 0) & 0x0f,
+    },
+  };
+}
+
+export interface LogicalBlockProvisioning {
+  readonly thresholdExponent: number;
+  readonly lbpu: boolean;
+  readonly lbpws: boolean;
+  readonly lbpws10: boolean;
+  readonly lbprz: boolean;
+  readonly anchorSupported: boolean;
+  readonly provisioningType: number;
+}
+
+export function parseLogicalBlockProvisioning(bytes: Uint8Array): Result<LogicalBlockProvisioning> {
+  const page = parseVpdPage(bytes, 0xb2);
+  if (!page.ok) return page;
+  const body = page.value.body;
+  if (body.length < 4) {
+    return fail(`VPD page 0xb2: page length ${body.length} is below the minimum 4`);
+  }
+  const flags = body[1] ?? 0;
+  return {
+    ok: true,
+    value: {
+      thresholdExponent: body[0] ?? 0,
+      lbpu: (flags & 0x80) !== 0,
+      lbpws: (flags & 0x40) !== 0,
+      lbpws10: (flags & 0x20) !== 0,
+      lbprz: (flags & 0x04) !== 0,
+      anchorSupported: (flags & 0x02) !== 0,
+      provisioningType: (body[2] ?? 0) & 0x07,
+    },
+  };
+}
+
 // ---- READ CAPACITY ----
 
 export interface Capacity10 {
