@@ -2,6 +2,7 @@ import { open } from 'node:fs/promises';
 import { connectNbd, isNbdUri } from '../nbd/client.ts';
 import { type BlockDevice, DiskIoError } from './block-device.ts';
 import { RawDisk } from './raw-disk.ts';
+import { VhdDisk } from './vhd/vhd-disk.ts';
 import { VhdxDisk } from './vhdx/vhdx-disk.ts';
 
 export type DiskFormat = 'raw' | 'vhdx' | 'vhd';
@@ -66,7 +67,7 @@ export async function openDisk(path: string, options: OpenDiskOptions = {}): Pro
     case 'vhdx':
       return VhdxDisk.open(path, { readOnly });
     case 'vhd':
-      throw new DiskIoError('EINVAL', `${path}: the ${format} backend is not built yet`);
+      return VhdDisk.open(path, { readOnly });
     default:
       throw new DiskIoError('EINVAL', `unknown disk format ${JSON.stringify(format)}`);
   }

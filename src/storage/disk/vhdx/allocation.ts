@@ -1,28 +1,5 @@
-import { ImageFormatError } from '../block-device.ts';
+import type { Extent } from '../extents.ts';
 import { HEADER_SECTION_SIZE, MiB } from './format.ts';
-
-/** A range of the file some structure occupies. */
-export interface Extent {
-  readonly start: number;
-  readonly length: number;
-  /** What occupies it, for messages ("BAT region", "payload block 17"). */
-  readonly what: string;
-}
-
-/** Throws an ImageFormatError naming the first two structures that overlap. */
-export function checkNoOverlap(extents: readonly Extent[]): void {
-  const sorted = [...extents].filter((e) => e.length > 0).sort((a, b) => a.start - b.start);
-  for (let i = 1; i < sorted.length; i++) {
-    const a = sorted[i - 1]!;
-    const b = sorted[i]!;
-    if (b.start < a.start + a.length) {
-      throw new ImageFormatError(
-        'VHDX file layout',
-        `${b.what} at file offset ${b.start} overlaps ${a.what} at ${a.start}+${a.length}`,
-      );
-    }
-  }
-}
 
 const roundUp = (n: number, to: number): number => Math.ceil(n / to) * to;
 

@@ -1,7 +1,7 @@
 import { NULL_GUID } from '../../../wire/index.ts';
 import { ImageFormatError } from '../block-device.ts';
+import { checkNoOverlap, type Extent } from '../extents.ts';
 import type { ImageFile } from '../image-file.ts';
-import { checkNoOverlap, type Extent } from './allocation.ts';
 import {
   Bat,
   type BatGeometry,
@@ -146,7 +146,7 @@ export async function readVhdxLayout(file: ImageFile, replay: LogReplayMode): Pr
     ...regions.others.map((r) => ({ start: r.offset, length: r.length, what: `region ${r.guid}` })),
   ];
   validateBat(bat, fileSize, extents);
-  checkNoOverlap(extents);
+  checkNoOverlap(extents, 'VHDX file layout');
 
   return {
     fileSize,
