@@ -63,6 +63,40 @@ async function prepareSocketPath(path: string): Promise<void> {
   await unlink(path);
 }
 
+/** Ends of connections that are routine and not worth a log line. */
+const ROUTINE_ENDS = new Set([
+  'client disconnected',
+  'client sent NBD_CMD_DISC',
+  'abort',
+  'server shutting down',
+]);
+
+/**
+ * Reports connections dropped for protocol violations on stderr, at most
+ * five per ten seconds (a misbehaving client cannot flood the log).
+ */
+function disconnectLogger(): (reason: string) => void {
+  let windowStart = 0;
+  let logged = 0;
+  let suppressed = 0;
+  return (reason) => {
+    if (ROUTINE_ENDS.has(reason) || reason.startsWith('socket error')) return;
+    const now = Date.now();
+    if (now - windowStart > 10_000) {
+      if (suppressed > 0) console.error(`hvkit disk serve: ${suppressed} more dropped connections`);
+      windowStart = now;
+      logged = 0;
+      suppressed = 0;
+    }
+    if (logged < 5) {
+      logged++;
+      console.error(`hvkit disk serve: dropped a connection: ${reason}`);
+    } else {
+      suppressed++;
+    }
+  };
+}
+
 /** Resolves on the first SIGINT or SIGTERM. */
 function untilSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
@@ -90,7 +124,10 @@ async function serve(image: string, options: ServeOptions): Promise<void> {
   });
   let server: NbdServer | undefined;
   try {
-    server = new NbdServer({ exports: [{ name: options.export, device }] });
+    server = new NbdServer({
+      exports: [{ name: options.export, device }],
+      onDisconnect: disconnectLogger(),
+    });
     const stopping = untilSignal();
     const where = await server.listen(address);
     const access = device.readOnly ? 'read-only' : 'read-write';

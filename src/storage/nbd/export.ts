@@ -33,6 +33,9 @@ export interface NbdExport {
   readonly maximumBlock: number;
 }
 
+/** Upper bound for the maximum block size: each request's data is held in one buffer. */
+export const MAX_BLOCK_LIMIT = 1024 * 1024 * 1024;
+
 const isPowerOfTwo = (n: number): boolean => Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
 
 /**
@@ -55,15 +58,16 @@ export function prepareExport(options: NbdExportOptions): NbdExport {
   let preferredBlock = Math.max(4096, minimumBlock, device.physicalSectorSize);
   if (!isPowerOfTwo(preferredBlock)) preferredBlock = Math.max(4096, minimumBlock);
   const requestedMax = options.maxBlockSize ?? NBD_DEFAULT_MAX_BLOCK;
-  if (!Number.isSafeInteger(requestedMax) || requestedMax < preferredBlock) {
+  if (
+    !Number.isSafeInteger(requestedMax) ||
+    requestedMax < preferredBlock ||
+    requestedMax > MAX_BLOCK_LIMIT
+  ) {
     throw new RangeError(
-      `NBD export ${JSON.stringify(name)}: maximum block size ${requestedMax} is below the preferred ${preferredBlock}`,
+      `NBD export ${JSON.stringify(name)}: maximum block size ${requestedMax} is not between the preferred ${preferredBlock} and ${MAX_BLOCK_LIMIT}`,
     );
   }
-  const maximumBlock = Math.min(
-    requestedMax - (requestedMax % minimumBlock),
-    0xffffffff - (0xffffffff % minimumBlock),
-  );
+  const maximumBlock = requestedMax - (requestedMax % minimumBlock);
   return {
     name,
     device,

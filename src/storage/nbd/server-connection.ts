@@ -33,9 +33,9 @@ import {
  *
  * Transmission runs requests concurrently: each request is started as soon
  * as it is complete on the wire, and its reply is written, as one buffer,
- * when it finishes. Input is paused while MAX_IN_FLIGHT requests run or
- * while too many reply bytes wait for the socket, so a client cannot make us
- * buffer without bound.
+ * when it finishes. Input is paused while MAX_IN_FLIGHT requests (or
+ * MAX_IN_FLIGHT_BYTES of data) are running or while too many reply bytes
+ * wait for the socket, so a client cannot make us buffer without bound.
  *
  * Framing errors (a bad magic, unknown client flags, too many options) end
  * the connection; anything else wrong with a request gets an error reply and
@@ -63,6 +63,12 @@ export interface ConnectionEvents {
 }
 
 export const MAX_IN_FLIGHT = 64;
+/**
+ * Data bytes (read replies being filled, write payloads being written) in
+ * flight above which we stop reading requests; one request alone may exceed
+ * it, so even a maximum-size request always proceeds.
+ */
+export const MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024;
 /** Reply bytes queued on the socket above which we stop reading requests. */
 export const OUTPUT_HIGH_WATER = 16 * 1024 * 1024;
 /** Options allowed before transmission; more is treated as abuse. */
@@ -100,6 +106,7 @@ export class NbdServerConnection {
   private structured = false;
   private pendingWrite: ServerRequest | undefined;
   private inFlight = 0;
+  private inFlightBytes = 0;
   private inputPaused = false;
   private pumping = false;
   private readonly scratch = new Uint8Array(NbdRequest.size);
@@ -218,7 +225,11 @@ export class NbdServerConnection {
   }
 
   private get congested(): boolean {
-    return this.inFlight >= MAX_IN_FLIGHT || this.transport.writableLength > OUTPUT_HIGH_WATER;
+    return (
+      this.inFlight >= MAX_IN_FLIGHT ||
+      this.inFlightBytes >= MAX_IN_FLIGHT_BYTES ||
+      this.transport.writableLength > OUTPUT_HIGH_WATER
+    );
   }
 
   private maybeResume(): void {
@@ -383,15 +394,18 @@ export class NbdServerConnection {
   }
 
   private dispatch(req: ServerRequest): void {
+    const bytes = req.type === Command.Read || req.type === Command.Write ? req.length : 0;
     this.inFlight++;
+    this.inFlightBytes += bytes;
     void executeRequest(this.exp!, req, this.structured).then(
-      (reply) => this.completed(reply),
-      () => this.completed(undefined),
+      (reply) => this.completed(reply, bytes),
+      () => this.completed(undefined, bytes),
     );
   }
 
-  private completed(reply: Uint8Array | undefined): void {
+  private completed(reply: Uint8Array | undefined, bytes: number): void {
     this.inFlight--;
+    this.inFlightBytes -= bytes;
     // A reply for a client that has gone is dropped; the work itself is done.
     if (reply && this.phase !== 'closed') this.transport.write(reply);
     if (this.inFlight === 0 && this.idleWaiters.length > 0) {

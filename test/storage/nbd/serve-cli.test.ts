@@ -4,7 +4,7 @@ import { access, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { connectNbd } from '../../../src/storage/nbd/client.ts';
-import { patternBytes, requireTool, runOk, tempDir } from './helpers.ts';
+import { patternBytes, RawPeer, requireTool, runOk, tempDir } from './helpers.ts';
 
 /**
  * `hvkit disk serve` as a process: it prints where it listens, serves the
@@ -87,8 +87,15 @@ describe('hvkit disk serve', () => {
     await client.write(MiB, data);
     await client.close();
 
+    // A client breaking the protocol is dropped and reported, and the server goes on.
+    const rude = await RawPeer.connect(socket);
+    await rude.greet(0xff);
+    assert.equal(await rude.closedWithin(5000), true);
+    assert.equal((await connectNbd(served.uri)).size, 8 * MiB);
+
     served.child.kill('SIGTERM');
     assert.equal(await served.exit, 0, served.output());
+    assert.match(served.output(), /dropped a connection: client sent unknown handshake flags 0xff/);
     assert.match(served.output(), /SIGTERM: stopping/);
     assert.match(served.output(), /stopped; image flushed and closed/);
     await assert.rejects(access(socket), 'the socket file is removed');
