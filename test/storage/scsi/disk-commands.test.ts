@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
 import { ScsiDisk } from '../../../src/storage/scsi/disk.ts';
 import { fromHex, hex, RecordingDisk, type RunOptions, run, senseTriple } from './scsi-harness.ts';
 
@@ -531,4 +532,72 @@ describe('SCSI disk conformance table', () => {
       if (row.transferred !== undefined) assert.equal(result.transferred, row.transferred);
     });
   }
+});
+
+describe('allocation-length truncation, every data-in command', () => {
+  type Alloc = {
+    readonly name: string;
+    readonly cdb: (allocation: number) => string;
+    readonly max: number;
+    readonly min?: number;
+  };
+  const h = (n: number, bytes: number) => n.toString(16).padStart(bytes * 2, '0');
+  const commands: Alloc[] = [
+    { name: 'INQUIRY', cdb: (a) => `12 00 00 ${h(a, 2)} 00`, max: 0xffff },
+    ...[0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2].map((page) => ({
+      name: `INQUIRY VPD ${h(page, 1)}`,
+      cdb: (a: number) => `12 01 ${h(page, 1)} ${h(a, 2)} 00`,
+      max: 0xffff,
+    })),
+    { name: 'REQUEST SENSE', cdb: (a) => `03 00 00 00 ${h(a, 1)} 00`, max: 0xff },
+    { name: 'MODE SENSE(6)', cdb: (a) => `1a 00 3f 00 ${h(a, 1)} 00`, max: 0xff },
+    { name: 'MODE SENSE(10)', cdb: (a) => `5a 10 3f 00 00 00 00 ${h(a, 2)} 00`, max: 0xffff },
+    { name: 'READ CAPACITY(16)', cdb: (a) => `9e 10 ${h(0, 8)} ${h(a, 4)} 00 00`, max: 0xffffffff },
+    {
+      name: 'REPORT LUNS',
+      cdb: (a) => `a0 00 00 000000 ${h(a, 4)} 00 00`,
+      max: 0xffffffff,
+      min: 16,
+    },
+  ];
+  for (const c of commands) {
+    it(`${c.name}: transferred = min(allocation, buffer, data) and the bytes are the data's prefix`, async () => {
+      const disk = new ScsiDisk(new RecordingDisk(1 << 20, { identifier: fromHex(ID) }));
+      const full = await run(disk, c.cdb(Math.min(c.max, 4096)), { length: 4096 });
+      assert.equal(full.result.status, 0);
+      const whole = full.data.subarray(0, full.result.transferred);
+      assert.ok(whole.length > 0);
+      await fc.assert(
+        fc.asyncProperty(
+          fc.integer({ min: c.min ?? 0, max: Math.min(c.max, 600) }),
+          fc.integer({ min: 0, max: 600 }),
+          fc.array(fc.integer({ min: 0, max: 40 }), { maxLength: 3 }),
+          async (allocation, buffer, split) => {
+            const r = await run(disk, c.cdb(allocation), {
+              direction: 'in',
+              length: buffer,
+              split,
+            });
+            assert.equal(r.result.status, 0);
+            const expected = Math.min(allocation, buffer, whole.length);
+            assert.equal(r.result.transferred, expected);
+            assert.deepEqual(r.data.subarray(0, expected), whole.subarray(0, expected));
+            assert.ok(
+              r.data.subarray(expected).every((b) => b === 0),
+              'nothing past the transfer',
+            );
+          },
+        ),
+        { numRuns: 150 },
+      );
+    });
+  }
+
+  it('READ CAPACITY(10) has no allocation length: the buffer alone truncates', async () => {
+    const disk = new ScsiDisk(new RecordingDisk(1 << 20));
+    for (const length of [0, 1, 5, 8, 100]) {
+      const r = await run(disk, '25 00 00000000 00 00 00 00', { direction: 'in', length });
+      assert.equal(r.result.transferred, Math.min(length, 8));
+    }
+  });
 });
