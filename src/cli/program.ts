@@ -1,4 +1,6 @@
 import { Command } from 'commander';
+import { decodeCommand } from './decode.ts';
+import { runCommand } from './run.ts';
 
 /**
  * The `hvkit` command. Each verb lives in its own module under src/cli/ and
@@ -11,5 +13,7 @@ export function buildProgram(): Command {
     )
     .version('0.1.0')
     .showHelpAfterError();
+  program.addCommand(runCommand());
+  program.addCommand(decodeCommand());
   return program;
 }

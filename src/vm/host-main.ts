@@ -1,0 +1,79 @@
+/**
+ * The host worker: runs the VMBus server and the device providers on the
+ * partition, as the root partition would.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { HostPartition } from '../hv/partition.ts';
+import { W_POSTS, W_POSTS_REFUSED, W_SIGNALS } from '../hv/shared-state.ts';
+import { HostBus } from '../vmbus/server/host-bus.ts';
+import { versionPlan } from './config.ts';
+import { createHostDevice, type HostDevice } from './host-devices.ts';
+import type { ChannelView, HostStatus } from './status.ts';
+import type { FromWorker, ToWorker, WorkerInit } from './worker-messages.ts';
+
+const port = parentPort!;
+const { handles, config } = workerData as WorkerInit;
+const post = (message: FromWorker): void => port.postMessage(message);
+
+const partition = new HostPartition(handles);
+const bus = new HostBus(partition, {
+  versions: versionPlan(config).host,
+  dedicatedInterrupts: config.vmbus.dedicated_interrupts,
+  log: (text) => post({ type: 'log', text: `host: ${text}` }),
+});
+const devices: HostDevice[] = [];
+for (const deviceConfig of config.devices) {
+  const device = await createHostDevice(deviceConfig);
+  devices.push(device);
+  bus.addDevice(device.device);
+}
+bus.start();
+
+function status(): HostStatus {
+  const server = bus.server;
+  const channels: ChannelView[] = bus.channelStatus().map((c) => ({
+    relid: c.relid,
+    classId: c.classId,
+    subchannelIndex: c.subchannelIndex,
+    state: c.state,
+    ...(c.occupancy
+      ? {
+          outboundUsed: c.occupancy.outboundUsed,
+          outboundSize: c.occupancy.outboundSize,
+          inboundUsed: c.occupancy.inboundUsed,
+          inboundSize: c.occupancy.inboundSize,
+        }
+      : {}),
+    ...(c.stats ? { counters: { ...c.stats } } : {}),
+    ...(c.error ? { error: c.error } : {}),
+  }));
+  return {
+    version: server.connected?.version ?? 0,
+    state: server.state,
+    messagesIn: server.stats.messagesIn,
+    messagesOut: server.stats.messagesOut,
+    dropped: server.stats.dropped,
+    lastDropReasons: [...server.stats.lastDropReasons],
+    channels,
+    hypervisor: {
+      posts: partition.state.counter(W_POSTS),
+      postsRefused: partition.state.counter(W_POSTS_REFUSED),
+      signals: partition.state.counter(W_SIGNALS),
+    },
+    devices: devices.map((d) => d.status()),
+  };
+}
+
+port.on('message', (message: ToWorker) => {
+  if (message.type === 'status') {
+    post({ type: 'status', id: message.id, status: status() });
+  } else if (message.type === 'stop') {
+    void (async () => {
+      await bus.stop();
+      for (const d of devices) await d.close();
+      post({ type: 'stopped', id: message.id });
+      port.close();
+    })();
+  }
+});
+post({ type: 'ready' });

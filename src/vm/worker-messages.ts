@@ -1,0 +1,21 @@
+/**
+ * Control messages between the VM's main thread and its host and guest
+ * workers (over worker MessagePorts; never on the data path).
+ */
+import type { PartitionHandles } from '../hv/partition.ts';
+import type { VmConfig } from './config.ts';
+import type { GuestStatus, HostStatus } from './status.ts';
+
+export interface WorkerInit {
+  readonly handles: PartitionHandles;
+  readonly config: VmConfig;
+}
+
+export type ToWorker = { type: 'status'; id: number } | { type: 'stop'; id: number };
+
+export type FromWorker =
+  | { type: 'ready'; version?: number }
+  | { type: 'status'; id: number; status: HostStatus | GuestStatus }
+  | { type: 'stopped'; id: number }
+  | { type: 'log'; text: string }
+  | { type: 'failed'; error: string };
