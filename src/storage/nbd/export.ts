@@ -86,8 +86,10 @@ export function transmissionFlags(exp: NbdExport, structuredReplies: boolean): n
   if (exp.readOnly) flags |= TransmissionFlag.ReadOnly;
   if (exp.device.canFlush) flags |= TransmissionFlag.SendFlush;
   if (!exp.readOnly) {
-    // WRITE_ZEROES works on every device: without native support it writes zeros.
-    flags |= TransmissionFlag.SendWriteZeroes;
+    // WRITE_ZEROES works on every device: without native support it writes
+    // zeros. FAST_ZERO requests succeed only with native support (ENOTSUP
+    // otherwise), which tells a copying client whether pre-zeroing pays.
+    flags |= TransmissionFlag.SendWriteZeroes | TransmissionFlag.SendFastZero;
     if (exp.device.canDiscard) flags |= TransmissionFlag.SendTrim;
   }
   // Every read is answered with a single data chunk, so DF costs nothing.

@@ -43,7 +43,7 @@ function allowedFlags(type: number, structured: boolean): number {
     case Command.Read:
       return CommandFlag.Fua | (structured ? CommandFlag.Df : 0);
     case Command.WriteZeroes:
-      return CommandFlag.Fua | CommandFlag.NoHole;
+      return CommandFlag.Fua | CommandFlag.NoHole | CommandFlag.FastZero;
     default:
       return CommandFlag.Fua;
   }
@@ -227,6 +227,13 @@ export async function executeRequest(
         }
         break;
       case Command.WriteZeroes:
+        if ((req.flags & CommandFlag.FastZero) !== 0 && !device.canWriteZeroes) {
+          return rejectionReply(
+            req,
+            { error: NbdError.ENOTSUP, message: 'this device cannot zero faster than it writes' },
+            structured,
+          );
+        }
         if (req.length > 0) await writeZeroes(exp, req);
         break;
       default:

@@ -21,10 +21,12 @@ const BLOCK_STATUS = 7;
 const FUA = 1;
 const NO_HOLE = 2;
 const DF = 4;
+const FAST_ZERO = 0x10;
 const EPERM = 1;
 const EIO = 5;
 const EINVAL = 22;
 const ENOSPC = 28;
+const ENOTSUP = 95;
 const SIMPLE = 0x67446698;
 const STRUCTURED = 0x668e33ef;
 const DONE = 1;
@@ -153,6 +155,38 @@ describe('NBD server transmission', () => {
       peer.sendRequest(READ, 1n, 0, 512);
       if (structured) assert.equal((await structuredReply(peer))[0]!.type, TYPE_OFFSET_DATA);
       else assert.equal((await peer.simpleReply(512)).error, 0);
+    }
+  });
+
+  it('honours FAST_ZERO: done when the device zeroes natively, ENOTSUP (and untouched) when not', async (t) => {
+    const native = new ScriptedDisk(MiB);
+    native.data.fill(0x33);
+    const slow = new ScriptedDisk(MiB);
+    slow.data.fill(0x44);
+    Object.defineProperty(slow, 'canWriteZeroes', { value: false });
+    const { socket } = await startServer(t, {
+      exports: [
+        { name: 'native', device: native },
+        { name: 'slow', device: slow },
+      ],
+    });
+    for (const [name, disk, expected] of [
+      ['native', native, 0],
+      ['slow', slow, ENOTSUP],
+    ] as const) {
+      const peer = await RawPeer.connect(socket);
+      t.after(() => peer.destroy());
+      await peer.greet();
+      const { flags } = await peer.go(name, true);
+      assert.equal(flags & 0x840, 0x840, 'WRITE_ZEROES and FAST_ZERO advertised');
+      peer.sendRequest(WRITE_ZEROES, 1n, 0, 8192, FAST_ZERO);
+      assert.equal(await structuredError(peer, 1n), expected, name);
+      const zeroed = disk.data.subarray(0, 8192).every((b) => b === 0);
+      assert.equal(zeroed, expected === 0, name);
+      // Without FAST_ZERO the slow device still zeroes (by writing zeros).
+      peer.sendRequest(WRITE_ZEROES, 2n, 0, 8192, NO_HOLE);
+      assert.equal(await structuredError(peer, 2n), 0);
+      assert.ok(disk.data.subarray(0, 8192).every((b) => b === 0));
     }
   });
 
