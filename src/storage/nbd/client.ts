@@ -392,8 +392,12 @@ export class NbdClient implements BlockDevice {
   }
 }
 
+/** NBD_CMD_READ, NBD_CMD_WRITE_ZEROES, ... for messages. */
 function commandName(command: number): string {
-  return `NBD_CMD_${Command[command]?.toUpperCase() ?? command}`;
+  const name = Command[command];
+  return name
+    ? `NBD_CMD_${name.replace(/([a-z])([A-Z])/g, '$1_$2').toUpperCase()}`
+    : `command ${command}`;
 }
 
 /** Waits for every part, then rejects with the first failure (no request is left running). */
