@@ -59,11 +59,12 @@ async function buildPendingLog(path: string): Promise<{ pattern: number; block: 
     // The current header (highest sequence number) gives the log's place.
     const headers = [await read(64 * 1024, 4096), await read(128 * 1024, 4096)];
     const seq = headers.map((h) => new DataView(h.buffer).getBigUint64(8, true));
-    const current = headers[seq[0]! > seq[1]! ? 0 : 1]!;
+    const currentSlot = seq[0]! > seq[1]! ? 0 : 1;
+    const current = headers[currentSlot]!;
     const hv = new DataView(current.buffer);
     const logLength = hv.getUint32(68, true);
     const logOffset = Number(hv.getBigUint64(72, true));
-    const top = seq[0]! > seq[1]! ? seq[0]! : seq[1]!;
+    const top = seq[currentSlot]!;
 
     // A new 1 MiB payload block at the 1 MiB-aligned end of the file.
     const size = (await handle.stat()).size;
