@@ -1,20 +1,15 @@
 import type { BlockDevice } from '../disk/block-device.ts';
 import { type BackendOperation, senseForBackendError } from './backend-errors.ts';
-import { be16, be32, be64, blockFields, cdbLengthForOpcode, isWriteOp } from './cdb.ts';
+import { readWrite, synchronizeCache, unmap, verify, writeSame } from './block-commands.ts';
+import { be16, be32, cdbLengthForOpcode } from './cdb.ts';
 import { Asc, type AscPair, SAI_READ_CAPACITY_16, ScsiOp, SenseKey } from './codes.ts';
 import type { ScsiCommand, ScsiResult } from './command.ts';
-import { checkTransfer, respondDataIn, takeDataOut } from './data-phase.ts';
+import { respondDataIn, takeDataOut } from './data-phase.ts';
 import { type DiskIdentity, type DiskLimits, standardInquiry, vpdPage } from './inquiry-data.ts';
 import { type ModeState, modeSelect, modeSense } from './mode-pages.ts';
-import {
-  readCapacity10Data,
-  readCapacity16Data,
-  unmapBlockDescriptor,
-  unmapParameterHeader,
-} from './protocol.ts';
+import { readCapacity10Data, readCapacity16Data } from './protocol.ts';
 import { executeReportLuns } from './report-luns.ts';
-import { cdbField, checkCondition, good, illegalRequest, parameterField } from './result.ts';
-import { sgPrefix } from './scatter-gather.ts';
+import { cdbField, checkCondition, good, illegalRequest } from './result.ts';
 import {
   encodeDescriptorSense,
   encodeFixedSense,
@@ -65,8 +60,6 @@ export interface ScsiDiskOptions {
 }
 
 const MiB = 1024 * 1024;
-/** Chunk size for medium verification and WRITE SAME patterns. */
-const CHUNK_BYTES = MiB;
 const MAX_UNMAP_DESCRIPTORS = Math.floor((0xffff - 8) / 16);
 
 /** Commands a pending unit attention does not interrupt (SAM-5 5.14). */
@@ -304,17 +297,17 @@ export class ScsiDisk {
       case ScsiOp.VERIFY_10:
       case ScsiOp.VERIFY_12:
       case ScsiOp.VERIFY_16:
-        return this.verify(cmd);
+        return verify(this, cmd);
       case ScsiOp.SYNCHRONIZE_CACHE_10:
       case ScsiOp.SYNCHRONIZE_CACHE_16:
-        return this.synchronizeCache(cmd);
+        return synchronizeCache(this, cmd);
       case ScsiOp.WRITE_SAME_10:
       case ScsiOp.WRITE_SAME_16:
-        return this.writeSame(cmd, op === ScsiOp.WRITE_SAME_16);
+        return writeSame(this, cmd, op === ScsiOp.WRITE_SAME_16);
       case ScsiOp.UNMAP:
-        return this.unmap(cmd);
+        return unmap(this, cmd);
       default:
-        return this.readWrite(cmd, op);
+        return readWrite(this, cmd, op);
     }
   }
 
@@ -334,19 +327,6 @@ export class ScsiDisk {
       blocks: this.blocks,
       blockSize: this.blockSize,
     };
-  }
-
-  /** LBA + length must lie inside the medium; an LBA past the end is out of range even for 0 blocks. */
-  private outOfRange(lba: number, blocks: number): ScsiResult | undefined {
-    const total = this.blocks;
-    if (lba >= total || blocks > total - lba) return illegalRequest(Asc.LBA_OUT_OF_RANGE);
-    return undefined;
-  }
-
-  private writeProtected(): ScsiResult | undefined {
-    return this.device.readOnly
-      ? checkCondition(senseCondition(SenseKey.DATA_PROTECT, Asc.WRITE_PROTECTED))
-      : undefined;
   }
 
   private backendFailure(error: unknown, operation: BackendOperation): ScsiResult {
@@ -509,248 +489,4 @@ export class ScsiDisk {
     });
     return respondDataIn(cmd, data, be32(cdb, 10));
   }
-
-  // ---- SBC data commands ----
-
-  private async readWrite(cmd: ScsiCommand, op: number): Promise<ScsiResult> {
-    const cdb = cmd.cdb;
-    const write = isWriteOp(op);
-    const six = op === ScsiOp.READ_6 || op === ScsiOp.WRITE_6;
-    const flags = six ? 0 : (cdb[1] ?? 0);
-    // RDPROTECT/WRPROTECT: this unit has no protection information.
-    if (flags & 0xe0) return illegalRequest(Asc.INVALID_FIELD_IN_CDB, cdbField(1, 7));
-    const f = blockFields(cdb);
-    const range = this.outOfRange(f.lba, f.blocks);
-    if (range) return range;
-    if (f.blocks > this.limits.maxTransferBlocks) {
-      return illegalRequest(Asc.INVALID_FIELD_IN_CDB, cdbField(f.lengthAt));
-    }
-    const bytes = f.blocks * this.blockSize;
-    const bad = checkTransfer(cmd, write ? 'out' : 'in', bytes, cdbField(f.lengthAt));
-    if (bad) return bad;
-    if (write) {
-      const protectedResult = this.writeProtected();
-      if (protectedResult) return protectedResult;
-    }
-    if (bytes === 0) return good(0);
-    const offset = f.lba * this.blockSize;
-    const views = sgPrefix(cmd.buffers, bytes);
-    try {
-      if (write) {
-        const fua = (flags & 0x08) !== 0 || !this.writeCacheEnabled;
-        await this.device.writev(offset, views, { fua });
-      } else {
-        await this.device.readv(offset, views);
-      }
-    } catch (error) {
-      return this.backendFailure(error, write ? 'write' : 'read');
-    }
-    return good(bytes);
-  }
-
-  private async verify(cmd: ScsiCommand): Promise<ScsiResult> {
-    const cdb = cmd.cdb;
-    const flags = cdb[1] ?? 0;
-    if (flags & 0xe0) return illegalRequest(Asc.INVALID_FIELD_IN_CDB, cdbField(1, 7));
-    // BYTCHK (SBC-3 5.30): 00b medium verification, 01b compare; 11b (one block
-    // against every block) is optional and not supported, 10b is reserved.
-    const bytchk = (flags >> 1) & 0x03;
-    if (bytchk >= 2) return illegalRequest(Asc.INVALID_FIELD_IN_CDB, cdbField(1, 2));
-    const f = blockFields(cdb);
-    const range = this.outOfRange(f.lba, f.blocks);
-    if (range) return range;
-    if (f.blocks === 0) return good(0);
-    const offset = f.lba * this.blockSize;
-    const bytes = f.blocks * this.blockSize;
-    if (bytchk === 0) {
-      const scratch = new Uint8Array(Math.min(bytes, CHUNK_BYTES));
-      for (let done = 0; done < bytes; done += scratch.length) {
-        const n = Math.min(scratch.length, bytes - done);
-        try {
-          await this.device.read(offset + done, scratch.subarray(0, n));
-        } catch (error) {
-          return this.backendFailure(error, 'read');
-        }
-      }
-      return good(0);
-    }
-    if (f.blocks > this.limits.maxTransferBlocks) {
-      return illegalRequest(Asc.INVALID_FIELD_IN_CDB, cdbField(f.lengthAt));
-    }
-    const data = takeDataOut(cmd, bytes, cdbField(f.lengthAt));
-    if (!(data instanceof Uint8Array)) return data;
-    const medium = new Uint8Array(bytes);
-    try {
-      await this.device.read(offset, medium);
-    } catch (error) {
-      return this.backendFailure(error, 'read');
-    }
-    for (let i = 0; i < bytes; i++) {
-      if (data[i] !== medium[i]) {
-        // The INFORMATION field holds the offset of the first differing byte in the data-out buffer.
-        return checkCondition(
-          senseCondition(SenseKey.MISCOMPARE, Asc.MISCOMPARE_DURING_VERIFY, { information: i }),
-        );
-      }
-    }
-    return good(bytes);
-  }
-
-  private async synchronizeCache(cmd: ScsiCommand): Promise<ScsiResult> {
-    const f = blockFields(cmd.cdb);
-    // NUMBER OF LOGICAL BLOCKS 0 means "to the end of the medium".
-    const total = this.blocks;
-    const range = this.outOfRange(f.lba, f.blocks === 0 ? total - f.lba : f.blocks);
-    if (range) return range;
-    if (this.device.canFlush) {
-      try {
-        await this.device.flush();
-      } catch (error) {
-        return this.backendFailure(error, 'write');
-      }
-    }
-    return good(0);
-  }
-
-  private async writeSame(cmd: ScsiCommand, sixteen: boolean): Promise<ScsiResult> {
-    const cdb = cmd.cdb;
-    const flags = cdb[1] ?? 0;
-    if (flags & 0xe0) return illegalRequest(Asc.INVALID_FIELD_IN_CDB, cdbField(1, 7));
-    // ANCHOR (bit 4) is not supported (ANC_SUP=0); bits 2..1 are the obsolete PBDATA/LBDATA.
-    if (flags & 0x10) return illegalRequest(Asc.INVALID_FIELD_IN_CDB, cdbField(1, 4));
-    if (flags & 0x06) return illegalRequest(Asc.INVALID_FIELD_IN_CDB, cdbField(1, 2));
-    if (!sixteen && flags & 0x01) return illegalRequest(Asc.INVALID_FIELD_IN_CDB, cdbField(1, 0));
-    const unmap = (flags & 0x08) !== 0;
-    const ndob = sixteen && (flags & 0x01) !== 0;
-    const f = blockFields(cdb);
-    // WSNZ=1 in the Block Limits page: zero blocks is refused.
-    if (f.blocks === 0) return illegalRequest(Asc.INVALID_FIELD_IN_CDB, cdbField(f.lengthAt));
-    const range = this.outOfRange(f.lba, f.blocks);
-    if (range) return range;
-    if (f.blocks > this.limits.maxWriteSameBlocks) {
-      return illegalRequest(Asc.INVALID_FIELD_IN_CDB, cdbField(f.lengthAt));
-    }
-    let block: Uint8Array;
-    if (ndob) {
-      block = new Uint8Array(this.blockSize);
-    } else {
-      const taken = takeDataOut(cmd, this.blockSize);
-      if (!(taken instanceof Uint8Array)) return taken;
-      block = taken;
-    }
-    const protectedResult = this.writeProtected();
-    if (protectedResult) return protectedResult;
-    const offset = f.lba * this.blockSize;
-    const bytes = f.blocks * this.blockSize;
-    const fua = !this.writeCacheEnabled;
-    try {
-      if (block.every((b) => b === 0)) {
-        if (unmap && this.device.canDiscard) {
-          // Discarded blocks read back as zeros (LBPRZ=1), so unmapping satisfies the write.
-          if (this.device.canWriteZeroes)
-            await this.device.writeZeroes(offset, bytes, { mayUnmap: true, fua });
-          else await this.device.discard(offset, bytes);
-        } else if (this.device.canWriteZeroes) {
-          await this.device.writeZeroes(offset, bytes, { mayUnmap: false, fua });
-        } else {
-          await this.writePattern(offset, bytes, block, fua);
-        }
-      } else {
-        await this.writePattern(offset, bytes, block, fua);
-      }
-    } catch (error) {
-      return this.backendFailure(error, 'write');
-    }
-    return good(ndob ? 0 : this.blockSize);
-  }
-
-  private async writePattern(
-    offset: number,
-    bytes: number,
-    block: Uint8Array,
-    fua: boolean,
-  ): Promise<void> {
-    const chunk = new Uint8Array(
-      Math.min(bytes, Math.max(block.length, CHUNK_BYTES - (CHUNK_BYTES % block.length))),
-    );
-    for (let at = 0; at < chunk.length; at += block.length) chunk.set(block, at);
-    for (let done = 0; done < bytes; done += chunk.length) {
-      const n = Math.min(chunk.length, bytes - done);
-      await this.device.write(offset + done, chunk.subarray(0, n), { fua });
-    }
-  }
-
-  private async unmap(cmd: ScsiCommand): Promise<ScsiResult> {
-    const cdb = cmd.cdb;
-    // Without discard the unit reports LBPU=0, and UNMAP is not a supported command (SBC-3 5.28).
-    if (!this.device.canDiscard) return illegalRequest(Asc.INVALID_COMMAND_OPERATION_CODE);
-    if ((cdb[1] ?? 0) & 0x01) return illegalRequest(Asc.INVALID_FIELD_IN_CDB, cdbField(1, 0));
-    const length = be16(cdb, 7);
-    if (length === 0) return good(0);
-    if (length < 8) return illegalRequest(Asc.PARAMETER_LIST_LENGTH_ERROR);
-    const params = takeDataOut(cmd, length, cdbField(7));
-    if (!(params instanceof Uint8Array)) return params;
-    const protectedResult = this.writeProtected();
-    if (protectedResult) return protectedResult;
-    const plan = planUnmap(params, this.blocks, this.limits);
-    if (!Array.isArray(plan)) return plan;
-    try {
-      for (const [lba, blocks] of plan) {
-        await this.device.discard(lba * this.blockSize, blocks * this.blockSize);
-      }
-    } catch (error) {
-      return this.backendFailure(error, 'write');
-    }
-    return good(length);
-  }
-}
-
-/**
- * Validates an UNMAP parameter list (SBC-3 5.28.2) completely before anything
- * is unmapped: descriptors must lie inside the list, their number and their
- * total blocks within the Block Limits page, each range inside the medium.
- * A trailing partial descriptor is ignored, as SBC-3 says. Returns the
- * [lba, blocks] pairs to discard (zero-block descriptors dropped).
- */
-function planUnmap(
-  params: Uint8Array,
-  total: number,
-  limits: DiskLimits,
-): Array<[number, number]> | ScsiResult {
-  const header = unmapParameterHeader.read(params);
-  const descriptorBytes = header.blockDescriptorDataLength;
-  if (descriptorBytes > params.length - unmapParameterHeader.size) {
-    return checkCondition(
-      senseCondition(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_PARAMETER_LIST, {
-        fieldPointer: parameterField(2),
-      }),
-    );
-  }
-  const count = Math.floor(descriptorBytes / unmapBlockDescriptor.size);
-  if (count > limits.maxUnmapDescriptors) {
-    return checkCondition(
-      senseCondition(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_PARAMETER_LIST, {
-        fieldPointer: parameterField(2),
-      }),
-    );
-  }
-  const plan: Array<[number, number]> = [];
-  let sum = 0;
-  for (let i = 0; i < count; i++) {
-    const at = unmapParameterHeader.size + i * unmapBlockDescriptor.size;
-    const lba = be64(params, at);
-    const blocks = be32(params, at + 8);
-    if (blocks === 0) continue;
-    if (lba >= total || blocks > total - lba) return illegalRequest(Asc.LBA_OUT_OF_RANGE);
-    sum += blocks;
-    if (sum > limits.maxUnmapBlocks) {
-      return checkCondition(
-        senseCondition(SenseKey.ILLEGAL_REQUEST, Asc.INVALID_FIELD_IN_PARAMETER_LIST, {
-          fieldPointer: parameterField(at + 8),
-        }),
-      );
-    }
-    plan.push([lba, blocks]);
-  }
-  return plan;
 }
