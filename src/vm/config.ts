@@ -139,12 +139,34 @@ export function versionPlan(config: VmConfig): { host: number[]; guest: number[]
   return { host, guest };
 }
 
+type Issue = z.core.$ZodIssue;
+
+/**
+ * Flattens zod issues into "path: message" lines. For a value that matched
+ * no branch of a union, the branch that got furthest (whose problems are not
+ * just "wrong type") explains the error.
+ */
+function issueLines(issues: readonly Issue[], prefix: readonly PropertyKey[]): string[] {
+  const lines: string[] = [];
+  for (const issue of issues) {
+    const path = [...prefix, ...issue.path];
+    if (issue.code === 'invalid_union' && issue.errors.length > 0) {
+      const branches = issue.errors;
+      const best =
+        branches.find((b) =>
+          b.some((i) => i.code !== 'invalid_type' && i.code !== 'invalid_value'),
+        ) ?? branches[0]!;
+      lines.push(...issueLines(best, path));
+      continue;
+    }
+    const where = path.length > 0 ? path.map(String).join('.') : '(top level)';
+    lines.push(`  ${where}: ${issue.message}`);
+  }
+  return lines;
+}
+
 function describeIssues(error: z.ZodError, source: string): string {
-  const lines = error.issues.map((issue) => {
-    const path = issue.path.length > 0 ? issue.path.join('.') : '(top level)';
-    return `  ${path}: ${issue.message}`;
-  });
-  return `${source}: invalid configuration\n${lines.join('\n')}`;
+  return `${source}: invalid configuration\n${issueLines(error.issues, []).join('\n')}`;
 }
 
 /** Validates an already-parsed config object. */
