@@ -1,6 +1,8 @@
 import { Command } from 'commander';
 import { decodeCommand } from './decode.ts';
+import { diskCommand } from './disk.ts';
 import { runCommand } from './run.ts';
+import { statusCommand, stopCommand } from './status.ts';
 
 /**
  * The `hvkit` command. Each verb lives in its own module under src/cli/ and
@@ -15,5 +17,8 @@ export function buildProgram(): Command {
     .showHelpAfterError();
   program.addCommand(runCommand());
   program.addCommand(decodeCommand());
+  program.addCommand(diskCommand());
+  program.addCommand(statusCommand());
+  program.addCommand(stopCommand());
   return program;
 }

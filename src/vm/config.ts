@@ -12,61 +12,16 @@ import {
   parseVersion,
   versionString,
 } from '../vmbus/protocol.ts';
+import { deviceKinds } from './device-kinds.ts';
+import { parseDuration, parseSize, sizeSchema, UnitError } from './units.ts';
+
+export { parseDuration, parseSize };
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
 }
 
-const UNITS: Record<string, number> = {
-  '': 1,
-  b: 1,
-  k: 1024,
-  kib: 1024,
-  m: 1024 ** 2,
-  mib: 1024 ** 2,
-  g: 1024 ** 3,
-  gib: 1024 ** 3,
-  t: 1024 ** 4,
-  tib: 1024 ** 4,
-};
-
-/** Parses "64M", "1.5G", "4096" (bytes, binary units) into bytes. */
-export function parseSize(text: string | number): number {
-  if (typeof text === 'number') {
-    if (!Number.isSafeInteger(text) || text < 0)
-      throw new ConfigError(`size ${text} is not a whole number of bytes`);
-    return text;
-  }
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text);
-  const unit = m ? UNITS[m[2]!.toLowerCase()] : undefined;
-  if (!m || unit === undefined) {
-    throw new ConfigError(
-      `size ${JSON.stringify(text)}: expected a number with an optional unit (K, M, G, T)`,
-    );
-  }
-  const bytes = Math.round(Number(m[1]) * unit);
-  if (!Number.isSafeInteger(bytes))
-    throw new ConfigError(`size ${JSON.stringify(text)} is too large`);
-  return bytes;
-}
-
-/** Parses "5s", "500ms", "2m", "1h" or a number of seconds into milliseconds. */
-export function parseDuration(text: string | number): number {
-  if (typeof text === 'number') return text * 1000;
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(text);
-  if (!m) throw new ConfigError(`duration ${JSON.stringify(text)}: expected e.g. 500ms, 5s, 2m`);
-  const factor = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? 's'] ?? 1000;
-  return Math.round(Number(m[1]) * factor);
-}
-
-const size = z.union([z.string(), z.number()]).transform((value, ctx) => {
-  try {
-    return parseSize(value);
-  } catch (error) {
-    ctx.addIssue({ code: 'custom', message: (error as Error).message });
-    return z.NEVER;
-  }
-});
+export { UnitError };
 
 const version = z.union([z.string(), z.number()]).transform((value, ctx) => {
   const parsed = parseVersion(String(value));
@@ -80,28 +35,36 @@ const version = z.union([z.string(), z.number()]).transform((value, ctx) => {
   return parsed;
 });
 
-const echoDevice = z
-  .object({
-    type: z.literal('echo'),
-    /** Echo requests per second the guest sends (0 = none). */
-    rate: z.number().int().min(0).max(1_000_000).default(200),
-    /** Payload bytes per request. */
-    payload: z
-      .number()
-      .int()
-      .min(0)
-      .max(16 * 1024)
-      .default(256),
-    ring: size.default(64 * 1024),
-  })
-  .strict();
-
-export const deviceSchema = z.discriminatedUnion('type', [echoDevice]);
+/**
+ * One `devices:` entry: validated by the schema of the kind its `type`
+ * names, so each kind's problems are reported with that kind's fields.
+ */
+const deviceSchema = z
+  .object({ type: z.string() })
+  .passthrough()
+  .transform((entry, ctx) => {
+    const kind = deviceKinds.find((k) => k.type === entry.type);
+    if (!kind) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['type'],
+        message: `unknown device type ${JSON.stringify(entry.type)}; known: ${deviceKinds.map((k) => k.type).join(', ')}`,
+      });
+      return z.NEVER;
+    }
+    const result = kind.schema.safeParse(entry);
+    if (!result.success) {
+      for (const issue of result.error.issues)
+        ctx.addIssue({ ...issue, code: 'custom', path: issue.path } as never);
+      return z.NEVER;
+    }
+    return result.data as { type: string } & Record<string, unknown>;
+  });
 
 export const vmConfigSchema = z
   .object({
     name: z.string().min(1).max(64).default('hvkit-vm'),
-    memory: size.default(64 * 1024 * 1024),
+    memory: sizeSchema.default(64 * 1024 * 1024),
     vcpus: z.number().int().min(1).max(16).default(2),
     vmbus: z
       .object({

@@ -7,25 +7,38 @@ import { HostPartition } from '../hv/partition.ts';
 import { W_POSTS, W_POSTS_REFUSED, W_SIGNALS } from '../hv/shared-state.ts';
 import { HostBus } from '../vmbus/server/host-bus.ts';
 import { versionPlan } from './config.ts';
-import { createHostDevice, type HostDevice } from './host-devices.ts';
+import type { CommandHandler, HostContext, HostPart } from './device-kind.ts';
+import { deviceKind, deviceKinds } from './device-kinds.ts';
 import type { ChannelView, HostStatus } from './status.ts';
+import { addCommands, runCommand } from './worker-commands.ts';
 import type { FromWorker, ToWorker, WorkerInit } from './worker-messages.ts';
 
 const port = parentPort!;
 const { handles, config } = workerData as WorkerInit;
 const post = (message: FromWorker): void => port.postMessage(message);
+const log = (text: string): void => post({ type: 'log', text: `host: ${text}` });
 
 const partition = new HostPartition(handles);
 const bus = new HostBus(partition, {
   versions: versionPlan(config).host,
   dedicatedInterrupts: config.vmbus.dedicated_interrupts,
-  log: (text) => post({ type: 'log', text: `host: ${text}` }),
+  log,
 });
-const devices: HostDevice[] = [];
-for (const deviceConfig of config.devices) {
-  const device = await createHostDevice(deviceConfig);
-  devices.push(device);
-  bus.addDevice(device.device);
+const context: HostContext = { bus, vmName: config.name, log };
+const parts: HostPart[] = [];
+const commands = new Map<string, CommandHandler>();
+try {
+  for (const entry of config.devices) {
+    const kind = deviceKind(entry.type)!;
+    const part = await kind.createHost(entry, context);
+    parts.push(part);
+    for (const device of part.devices) bus.addDevice(device);
+    addCommands(commands, part.commands);
+  }
+  for (const kind of deviceKinds) addCommands(commands, kind.hostCommands?.(context));
+} catch (error) {
+  post({ type: 'failed', error: (error as Error).message });
+  throw error;
 }
 bus.start();
 
@@ -60,20 +73,24 @@ function status(): HostStatus {
       postsRefused: partition.state.counter(W_POSTS_REFUSED),
       signals: partition.state.counter(W_SIGNALS),
     },
-    devices: devices.map((d) => d.status()),
+    devices: parts.map((p) => p.status()),
   };
 }
 
 port.on('message', (message: ToWorker) => {
   if (message.type === 'status') {
     post({ type: 'status', id: message.id, status: status() });
+  } else if (message.type === 'command') {
+    void runCommand(port, commands, message.id, message.name, message.args);
   } else if (message.type === 'stop') {
     void (async () => {
       await bus.stop();
-      for (const d of devices) await d.close();
+      for (const part of parts) {
+        await part.close().catch((error: Error) => log(`closing a device: ${error.message}`));
+      }
       post({ type: 'stopped', id: message.id });
       port.close();
     })();
   }
 });
-post({ type: 'ready' });
+post({ type: 'ready', commands: [...commands.keys()] });

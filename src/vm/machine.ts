@@ -23,6 +23,7 @@ interface WorkerLink {
   readonly worker: Worker;
   readonly waiting: Map<number, (message: FromWorker) => void>;
   exited: boolean;
+  commands: readonly string[];
 }
 
 export interface VmOptions {
@@ -32,6 +33,8 @@ export interface VmOptions {
   readonly onFailure?: (error: Error) => void;
   /** How long to wait for the guest to come up, in ms. */
   readonly bootTimeoutMs?: number;
+  /** The guest asked the VM to stop (its shutdown service): restart or not, and the exit code. */
+  readonly onStopRequest?: (request: { restart: boolean; exitCode: number }) => void;
 }
 
 export class VirtualMachine {
@@ -56,17 +59,25 @@ export class VirtualMachine {
       worker: startTsWorker(new URL(`./${side}-main.ts`, import.meta.url), workerData),
       waiting: new Map(),
       exited: false,
+      commands: [],
     });
     const host = link('host');
-    const hostReady = VirtualMachine.firstMessage(host, 'ready', options.bootTimeoutMs ?? 30_000);
-    await hostReady;
+    let hostReady: FromWorker;
+    try {
+      hostReady = await VirtualMachine.firstMessage(host, 'ready', options.bootTimeoutMs ?? 30_000);
+    } catch (error) {
+      await host.worker.terminate();
+      throw error;
+    }
+    if (hostReady.type === 'ready') host.commands = hostReady.commands;
     const guest = link('guest');
     const vm = new VirtualMachine(config, host, guest, options);
     const guestReady = VirtualMachine.firstMessage(guest, 'ready', options.bootTimeoutMs ?? 30_000);
     vm.wire(host);
     vm.wire(guest);
     try {
-      await guestReady;
+      const ready = await guestReady;
+      if (ready.type === 'ready') guest.commands = ready.commands;
     } catch (error) {
       await vm.terminate();
       throw error;
@@ -118,7 +129,13 @@ export class VirtualMachine {
     link.worker.on('message', (message: FromWorker) => {
       if (message.type === 'log') {
         this.options.onLog?.(message.text);
-      } else if (message.type === 'status' || message.type === 'stopped') {
+      } else if (message.type === 'request-stop') {
+        this.options.onStopRequest?.({ restart: message.restart, exitCode: message.exitCode });
+      } else if (
+        message.type === 'status' ||
+        message.type === 'stopped' ||
+        message.type === 'result'
+      ) {
         const resolve = link.waiting.get(message.id);
         link.waiting.delete(message.id);
         resolve?.(message);
@@ -151,7 +168,10 @@ export class VirtualMachine {
 
   private request(
     link: WorkerLink,
-    message: Omit<ToWorker, 'id'>,
+    message:
+      | { type: 'status' }
+      | { type: 'stop' }
+      | { type: 'command'; name: string; args: Record<string, unknown> },
     timeoutMs = 10_000,
   ): Promise<FromWorker> {
     if (link.exited) return Promise.reject(new VmError(`${link.side} worker is not running`));
@@ -168,6 +188,32 @@ export class VirtualMachine {
       });
       link.worker.postMessage({ ...message, id } as ToWorker);
     });
+  }
+
+  /** Control commands the devices answer, by name. */
+  commands(): string[] {
+    return [...this.host.commands, ...this.guest.commands].sort();
+  }
+
+  /** Runs a device's control command in whichever worker answers it. */
+  async command(
+    name: string,
+    args: Record<string, unknown>,
+    timeoutMs = 120_000,
+  ): Promise<unknown> {
+    const link = this.host.commands.includes(name)
+      ? this.host
+      : this.guest.commands.includes(name)
+        ? this.guest
+        : undefined;
+    if (!link)
+      throw new VmError(
+        `unknown command ${name}; this VM answers: ${this.commands().join(', ') || 'none'}`,
+      );
+    const answer = await this.request(link, { type: 'command', name, args }, timeoutMs);
+    if (answer.type !== 'result') throw new VmError(`${link.side} answered ${answer.type}`);
+    if (!answer.ok) throw new VmError(answer.error);
+    return answer.result;
   }
 
   async status(): Promise<VmStatus> {

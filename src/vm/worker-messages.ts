@@ -11,11 +11,18 @@ export interface WorkerInit {
   readonly config: VmConfig;
 }
 
-export type ToWorker = { type: 'status'; id: number } | { type: 'stop'; id: number };
+export type ToWorker =
+  | { type: 'status'; id: number }
+  | { type: 'stop'; id: number }
+  | { type: 'command'; id: number; name: string; args: Record<string, unknown> };
 
 export type FromWorker =
-  | { type: 'ready'; version?: number }
+  | { type: 'ready'; version?: number; commands: string[] }
   | { type: 'status'; id: number; status: HostStatus | GuestStatus }
   | { type: 'stopped'; id: number }
+  | { type: 'result'; id: number; ok: true; result: unknown }
+  | { type: 'result'; id: number; ok: false; error: string }
   | { type: 'log'; text: string }
-  | { type: 'failed'; error: string };
+  | { type: 'failed'; error: string }
+  /** The guest asks the VM to stop (shutdown service), with the exit code to use. */
+  | { type: 'request-stop'; restart: boolean; exitCode: number };

@@ -1,7 +1,11 @@
 import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const root = join(import.meta.dirname, '..', '..');
+/** Each test process gets its own run directory, so VMs of parallel test files never share sockets. */
+export const runDir = mkdtempSync(join(tmpdir(), 'hvkit-test-run-'));
 /** Runs the hvkit command (through its bin shim) and collects its output. */
 export function hvkit(
   args: string[],
@@ -11,7 +15,10 @@ export function hvkit(
   } = {},
 ): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(root, 'bin', 'hvkit.js'), ...args], { cwd: root });
+    const child = spawn(process.execPath, [join(root, 'bin', 'hvkit.js'), ...args], {
+      cwd: root,
+      env: { ...process.env, HVKIT_RUN_DIR: runDir },
+    });
     let stdout = '';
     let stderr = '';
     const timer = setTimeout(() => {
@@ -30,4 +37,37 @@ export function hvkit(
       resolve({ code, signal, stdout, stderr });
     });
   });
+}
+
+/**
+ * Starts `hvkit run` in the background and resolves once it has booted. The
+ * returned `exit` promise settles when the VM process ends.
+ */
+export async function startVm(
+  args: string[],
+  timeoutMs = 60_000,
+): Promise<{
+  exit: ReturnType<typeof hvkit>;
+  kill(signal?: NodeJS.Signals): void;
+  output(): string;
+}> {
+  let child: ReturnType<typeof spawn> | undefined;
+  let text = '';
+  let booted!: () => void;
+  const ready = new Promise<void>((resolve) => {
+    booted = resolve;
+  });
+  const exit = hvkit(['run', ...args], {
+    timeoutMs,
+    onStdout: (out, c) => {
+      child = c;
+      text = out;
+      if (out.includes('booted')) booted();
+    },
+  });
+  await Promise.race([
+    ready,
+    exit.then((r) => Promise.reject(new Error(`hvkit run exited early: ${r.stderr}`))),
+  ]);
+  return { exit, kill: (signal = 'SIGINT') => child?.kill(signal), output: () => text };
 }

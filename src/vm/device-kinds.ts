@@ -1,0 +1,14 @@
+/**
+ * Every device kind a VM config can use. A new kind is one module under
+ * src/vm/devices/ and one line here.
+ */
+import type { DeviceKind } from './device-kind.ts';
+import { echoKind } from './devices/echo.ts';
+
+// biome-ignore lint/suspicious/noExplicitAny: kinds have different config types
+export const deviceKinds: readonly DeviceKind<any>[] = [echoKind];
+
+// biome-ignore lint/suspicious/noExplicitAny: see above
+export function deviceKind(type: string): DeviceKind<any> | undefined {
+  return deviceKinds.find((k) => k.type === type);
+}

@@ -1,0 +1,61 @@
+/** The echo test device as a VM device kind: offered by the host, exercised by the guest. */
+import { z } from 'zod';
+import { EchoTraffic } from '../../echo/traffic.ts';
+import { EchoDriver } from '../../echo/vsc.ts';
+import { EchoVsp } from '../../echo/vsp.ts';
+import type { DeviceKind } from '../device-kind.ts';
+import { sizeSchema } from '../units.ts';
+
+export const echoSchema = z
+  .object({
+    type: z.literal('echo'),
+    /** Echo requests per second the guest sends (0 = none). */
+    rate: z.number().int().min(0).max(1_000_000).default(200),
+    /** Payload bytes per request. */
+    payload: z
+      .number()
+      .int()
+      .min(0)
+      .max(16 * 1024)
+      .default(256),
+    /** Ring size of each direction, including its 4 KiB header page. */
+    ring: sizeSchema.default(64 * 1024),
+  })
+  .strict();
+
+export type EchoConfig = z.output<typeof echoSchema>;
+
+export const echoKind: DeviceKind<EchoConfig> = {
+  type: 'echo',
+  schema: echoSchema,
+  async createHost() {
+    const vsp = new EchoVsp();
+    return {
+      devices: [vsp],
+      status: () => ({ type: 'echo', ...vsp.stats }),
+      close: async () => {},
+    };
+  },
+  async createGuest(configs, { client }) {
+    const ring = Math.max(...configs.map((c) => c.ring));
+    const driver = new EchoDriver(ring);
+    const traffic: EchoTraffic[] = [];
+    driver.onBound = (echo) => {
+      const config = configs[traffic.length % configs.length]!;
+      const t = new EchoTraffic(echo, config.rate, config.payload);
+      traffic.push(t);
+      t.start();
+    };
+    client.registerDriver(driver);
+    return {
+      status: () => ({
+        type: 'echo',
+        bound: driver.bound.size,
+        traffic: traffic.map((t) => ({ ...t.stats })),
+      }),
+      stop: async () => {
+        await Promise.all(traffic.map((t) => t.stop()));
+      },
+    };
+  },
+};
