@@ -69,6 +69,22 @@ function human(bytes: number): string {
   return `${bytes}`;
 }
 
+/**
+ * One line for a device's status: its `summary` when it gives one, else its
+ * scalar fields as key=value.
+ */
+function describeDevice(device: Record<string, unknown>): string {
+  if (typeof device.summary === 'string') return device.summary;
+  const type = typeof device.type === 'string' ? device.type : 'device';
+  const fields = Object.entries(device)
+    .filter(
+      ([k, v]) =>
+        k !== 'type' && (typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean'),
+    )
+    .map(([k, v]) => `${k}=${v}`);
+  return `${type}: ${fields.join(' ')}`;
+}
+
 /** Renders the status as the table `hvkit run` shows. */
 export function formatStatus(status: VmStatus): string {
   const { host, guest } = status;
@@ -120,6 +136,12 @@ export function formatStatus(status: VmStatus): string {
     );
   }
   if (guest.channels.length === 0) lines.push('(no channels offered)');
+  for (const [side, devices] of [
+    ['host', host.devices],
+    ['guest', guest.devices],
+  ] as const) {
+    for (const device of devices) lines.push(`${side} ${describeDevice(device)}`);
+  }
   for (const reason of host.lastDropReasons.slice(-3)) lines.push(`host dropped: ${reason}`);
   return lines.join('\n');
 }
