@@ -4,6 +4,8 @@ import { copyFile, open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { ImageFormatError } from '../../../src/storage/disk/block-device.ts';
+import { checkImage } from '../../../src/storage/disk/check.ts';
+import { inspectImage } from '../../../src/storage/disk/inspect.ts';
 import { VhdxDisk } from '../../../src/storage/disk/vhdx/vhdx-disk.ts';
 import { guidToBytes, NULL_GUID } from '../../../src/wire/index.ts';
 import { qemuImg, tool } from './qemu.ts';
@@ -206,6 +208,31 @@ test('a log entry with a bad checksum is not replayed', async (t) => {
     const got = new Uint8Array(MiB);
     await disk.read(block * MiB, got);
     assert.ok(got.every((x) => x === 0));
+  } finally {
+    await disk.close();
+  }
+});
+
+test('check reports a pending log as a corruption; check --repair replays it', async (t) => {
+  const dir = await scratchDir(t);
+  const image = join(dir, 'pending.vhdx');
+  await qemuImg('create', '-f', 'vhdx', '-o', 'block_size=1M', image, '8M');
+  const { pattern, block } = await buildPendingLog(image);
+  assert.equal((await inspectImage(image))['dirty-flag'], true);
+
+  const before = await checkImage(image);
+  assert.equal(before.corruptions.length, 1);
+  assert.match(before.corruptions[0]!, /pending log \(1 entries\)/);
+
+  const repaired = await checkImage(image, { repair: true });
+  assert.deepEqual(repaired.corruptions, []);
+  assert.deepEqual(repaired.repaired, ['replayed the pending log (1 entries)']);
+  assert.equal((await inspectImage(image))['dirty-flag'], false);
+  const disk = await VhdxDisk.open(image, { readOnly: true });
+  try {
+    const got = new Uint8Array(MiB);
+    await disk.read(block * MiB, got);
+    assert.ok(got.every((b) => b === pattern));
   } finally {
     await disk.close();
   }
