@@ -40,7 +40,7 @@ export class HostPorts {
 
   /** Creates a message port and connects it at `connectionId`. */
   openMessagePort(connectionId: number, handler: MessageHandler): void {
-    let port = this.messageHandlers.findIndex((h) => h === undefined);
+    let port = this.messageHandlers.indexOf(undefined);
     if (port < 0) port = this.messageHandlers.length;
     if (port >= MAX_MESSAGE_PORTS) throw new Error('no free message port');
     const { i32 } = this.state;

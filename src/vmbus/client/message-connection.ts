@@ -282,19 +282,25 @@ export class MessageConnection {
     const view = new DataView(this.slot.buffer);
     const hvType = view.getUint32(0, true);
     const size = this.slot[4]!;
-    if (hvType !== VMBUS_HV_MESSAGE_TYPE)
-      return this.drop(`SynIC message type 0x${hvType.toString(16)}`);
+    if (hvType !== VMBUS_HV_MESSAGE_TYPE) {
+      this.drop(`SynIC message type 0x${hvType.toString(16)}`);
+      return;
+    }
     if (size > MAX_SIZE_CHANNEL_MESSAGE || size < channelMessageHeader.size) {
-      return this.drop(`channel message of ${size} bytes`);
+      this.drop(`channel message of ${size} bytes`);
+      return;
     }
     const payload = this.slot.slice(16, 16 + size);
     const type = channelMessageHeader.read(payload).msgtype;
     const spec = MESSAGE_SPECS.get(type);
     if (type >= CHANNELMSG_COUNT || !spec || spec.direction !== 'host-to-guest') {
-      return this.drop(`message type ${type} is not one a host sends`);
+      this.drop(`message type ${type} is not one a host sends`);
+      return;
     }
-    if (size < spec.minSize)
-      return this.drop(`${ChannelMessageType[type]} of ${size} bytes < ${spec.minSize}`);
+    if (size < spec.minSize) {
+      this.drop(`${ChannelMessageType[type]} of ${size} bytes < ${spec.minSize}`);
+      return;
+    }
     const i = this.waiters.findIndex((w) => w.type === type && w.match(payload));
     if (i >= 0) {
       const [waiter] = this.waiters.splice(i, 1);

@@ -274,7 +274,7 @@ export class VmbusServer {
   openCompleted(relid: number, ok: boolean): ServerAction[] {
     const record = this.channels.get(relid);
     const actions: ServerAction[] = [];
-    if (!record || record.phase !== 'opening') return actions;
+    if (record?.phase !== 'opening') return actions;
     if (ok) {
       record.phase = 'open';
     } else {
@@ -305,7 +305,7 @@ export class VmbusServer {
   closeCompleted(relid: number): ServerAction[] {
     const record = this.channels.get(relid);
     const actions: ServerAction[] = [];
-    if (!record || record.phase !== 'closing') return actions;
+    if (record?.phase !== 'closing') return actions;
     record.phase = 'offered';
     this.releaseRing(record, actions);
     this.forgetIfDone(record);
@@ -336,7 +336,7 @@ export class VmbusServer {
     }
     const type = channelMessageHeader.read(payload).msgtype;
     const spec = MESSAGE_SPECS.get(type);
-    if (!spec || spec.direction !== 'guest-to-host') {
+    if (spec?.direction !== 'guest-to-host') {
       return this.drop(actions, `${channelMessageName(type)} is not a guest-to-host message`);
     }
     if (payload.length < spec.minSize) {
@@ -519,21 +519,34 @@ export class VmbusServer {
         }),
       );
     };
-    if (record.phase !== 'offered') return fail(`channel is ${record.phase}`);
-    if (m.target_vp >= this.options.vpCount) return fail(`target VP ${m.target_vp} does not exist`);
+    if (record.phase !== 'offered') {
+      fail(`channel is ${record.phase}`);
+      return;
+    }
+    if (m.target_vp >= this.options.vpCount) {
+      fail(`target VP ${m.target_vp} does not exist`);
+      return;
+    }
     const gpadl = this.gpadls.get(m.ringbuffer_gpadlhandle);
-    if (!gpadl) return fail(`ring GPADL ${m.ringbuffer_gpadlhandle} is not established`);
+    if (!gpadl) {
+      fail(`ring GPADL ${m.ringbuffer_gpadlhandle} is not established`);
+      return;
+    }
     const pages = gpadl.pfns.length;
     const down = m.downstream_ringbuffer_pageoffset;
     // Each ring needs its header page and at least one data page.
     if (down < 2 || pages - down < 2) {
-      return fail(`downstream page offset ${down} splits ${pages} pages badly`);
+      fail(`downstream page offset ${down} splits ${pages} pages badly`);
+      return;
     }
     if (gpadl.ranges.length !== 1 || gpadl.ranges[0]!.byteOffset !== 0) {
-      return fail('ring GPADL must be one page-aligned range');
+      fail('ring GPADL must be one page-aligned range');
+      return;
     }
-    if (!this.gpadls.acquire(gpadl.handle))
-      return fail(`ring GPADL ${gpadl.handle} is being torn down`);
+    if (!this.gpadls.acquire(gpadl.handle)) {
+      fail(`ring GPADL ${gpadl.handle} is being torn down`);
+      return;
+    }
     record.phase = 'opening';
     record.openId = m.openid;
     record.targetVp = m.target_vp;
