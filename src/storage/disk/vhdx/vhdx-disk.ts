@@ -163,6 +163,12 @@ export class VhdxDisk implements BlockDevice {
     let parent: BlockDevice | null = null;
     try {
       const layout = await readVhdxLayout(file, replay);
+      if (!readOnly && layout.current.header.logLength < MiB) {
+        throw new ImageFormatError(
+          'VHDX log',
+          `the log is ${layout.current.header.logLength} bytes; writing needs a log of at least 1 MiB (open it read-only)`,
+        );
+      }
       let parentPath: string | null = null;
       if (layout.metadata.hasParent) {
         if (depth >= MAX_CHAIN_DEPTH) {
@@ -296,13 +302,7 @@ export class VhdxDisk implements BlockDevice {
   private async readPartial(index: number, s: Span, targets: readonly Uint8Array[]): Promise<void> {
     const sector = this.logicalSectorSize;
     const chunk = Math.floor(s.block / this.geometry.chunkRatio);
-    const bits = await this.bitmaps!.get(chunk);
-    if (!bits) {
-      throw new ImageFormatError(
-        `VHDX BAT entry ${index}`,
-        `sector bitmap block ${chunk} is missing`,
-      );
-    }
+    const bits = await this.bitmapOf(chunk, index);
     const firstSector = Math.floor(s.virtualOffset / sector);
     const endSector = Math.ceil((s.virtualOffset + s.length) / sector);
     const base = chunk * SECTORS_PER_BITMAP_BLOCK;
