@@ -50,7 +50,7 @@ async function journalOver(path: string, refuse?: (at: number) => boolean) {
     logLength: h.logLength,
     sectorBytes: (offset) => layout.bat.sectorBytes(offset),
     logGuid: () => headers.header.logGuid,
-    fileEnd: () => 8 * MiB + MiB,
+    fileLength: () => 8 * MiB + MiB,
   });
   return { file, layout, journal, calls };
 }

@@ -11,8 +11,11 @@ export interface JournalTarget {
   sectorBytes(fileOffset: number): Uint8Array;
   /** The LogGuid of this session (the headers carry it before the first entry is written). */
   logGuid(): string;
-  /** The file length every structure fits in. */
-  fileEnd(): number;
+  /**
+   * The file's length as far as extensions have completed; what a flush
+   * started now makes durable (the log entry's FlushedFileOffset).
+   */
+  fileLength(): number;
 }
 
 /**
@@ -82,6 +85,10 @@ export class Journal {
       fileOffset,
       data: this.target.sectorBytes(fileOffset).slice(),
     }));
+    // Every block the snapshot points at lies inside this length, and the
+    // flush below makes the length durable: a replay must not find the file
+    // shorter than an entry says it was.
+    const flushedLength = this.target.fileLength();
     const { file, logOffset, logLength } = this.target;
     try {
       await file.sync();
@@ -89,13 +96,12 @@ export class Journal {
         const batch = sectors.slice(i, i + this.sectorsPerEntry);
         const length = (descriptorSectors(batch.length) + batch.length) * LOG_SECTOR_SIZE;
         const position = this.cursor + length > logLength ? 0 : this.cursor;
-        const end = this.target.fileEnd();
         const entry = encodeLogEntry({
           sequenceNumber: this.sequence,
           logGuid: this.target.logGuid(),
           tail: position,
-          flushedFileOffset: end,
-          lastFileOffset: end,
+          flushedFileOffset: flushedLength,
+          lastFileOffset: flushedLength,
           sectors: batch,
         });
         await file.write(logOffset + position, entry);

@@ -144,7 +144,7 @@ export class VhdxDisk implements BlockDevice {
           ? this.bat.sectorBytes(offset)
           : this.bitmaps!.sectorBytes(offset),
       logGuid: () => this.headers.header.logGuid,
-      fileEnd: () => Math.max(this.fileLength, this.allocator.end),
+      fileLength: () => this.fileLength,
     });
   }
 
