@@ -51,6 +51,7 @@ export async function createImage(path: string, o: CreateImageOptions): Promise<
       if (!Number.isSafeInteger(o.size) || o.size <= 0)
         invalid(`size ${o.size} is not a positive byte count`);
       if (o.blockSize !== undefined) invalid('raw images have no block size');
+      if (o.logicalSectorSize !== undefined) invalid('raw images record no sector size');
       const file = await ImageFile.create(path);
       try {
         if (type === 'fixed') await file.preallocate(0, o.size);

@@ -159,7 +159,8 @@ export async function createVhdx(path: string, options: CreateVhdxOptions): Prom
     await file.write(REGION_TABLE_OFFSETS[0], regionTable);
     await file.write(REGION_TABLE_OFFSETS[1], regionTable);
     await file.write(metadataOffset, metadata);
-    await file.write(batOffset, batBytes);
+    // A dynamic or differencing BAT starts all zero: the file's extension provides it.
+    if (options.type === 'fixed') await file.write(batOffset, batBytes);
     if (end > dataOffset) await file.preallocate(dataOffset, end - dataOffset);
     await file.truncate(end);
     await file.sync();
