@@ -373,11 +373,15 @@ export class VhdDisk implements BlockDevice {
       await Promise.all(
         this.pieces(offset, length, async (block, inBlock, at, n) => {
           const slice = sliceVectors(sources, at, n);
-          const where = this.fileOffset(block, inBlock) ?? (await this.allocate(block)) + inBlock;
-          await this.file.writev(where, slice).catch((e) => atVirtual(e, offset + at));
+          try {
+            const where = this.fileOffset(block, inBlock) ?? (await this.allocate(block)) + inBlock;
+            await this.file.writev(where, slice);
+          } catch (error) {
+            atVirtual(error, offset + at);
+          }
         }),
       );
-      if (options?.fua) await this.file.sync();
+      if (options?.fua) await this.file.sync().catch((e) => atVirtual(e, offset));
     });
   }
 

@@ -336,9 +336,9 @@ export class VhdxDisk implements BlockDevice {
     const length = totalLength(sources);
     this.check(offset, length, true);
     return this.gate.run(async () => {
-      await this.beginModification();
+      await this.beginModification().catch((e) => atVirtual(e, offset));
       await this.writeRange(offset, length, sources);
-      if (options?.fua) await this.durable();
+      if (options?.fua) await this.durable().catch((e) => atVirtual(e, offset));
     });
   }
 
@@ -372,7 +372,11 @@ export class VhdxDisk implements BlockDevice {
         continue;
       }
       flushRun();
-      tasks.push(this.writeSpan(s, sliceVectors(sources, s.at, s.length)));
+      tasks.push(
+        this.writeSpan(s, sliceVectors(sources, s.at, s.length)).catch((e) =>
+          atVirtual(e, s.virtualOffset),
+        ),
+      );
     }
     flushRun();
     await Promise.all(tasks);
@@ -514,19 +518,23 @@ export class VhdxDisk implements BlockDevice {
 
   discard(offset: number, length: number): Promise<void> {
     this.check(offset, length, true);
-    return this.gate.run(async () => {
-      await this.beginModification();
-      await this.zeroRange(offset, length, 'discard');
-    });
+    return this.gate
+      .run(async () => {
+        await this.beginModification();
+        await this.zeroRange(offset, length, 'discard');
+      })
+      .catch((e) => atVirtual(e, offset));
   }
 
   writeZeroes(offset: number, length: number, options?: WriteZeroesOptions): Promise<void> {
     this.check(offset, length, true);
-    return this.gate.run(async () => {
-      await this.beginModification();
-      await this.zeroRange(offset, length, options?.mayUnmap ? 'unmap' : 'zero');
-      if (options?.fua) await this.durable();
-    });
+    return this.gate
+      .run(async () => {
+        await this.beginModification();
+        await this.zeroRange(offset, length, options?.mayUnmap ? 'unmap' : 'zero');
+        if (options?.fua) await this.durable();
+      })
+      .catch((e) => atVirtual(e, offset));
   }
 
   /**
@@ -561,9 +569,8 @@ export class VhdxDisk implements BlockDevice {
         );
         continue;
       }
-      tasks.push(
-        this.zeroSpan(s, index, mode !== 'zero' && !this.layout.metadata.leaveBlocksAllocated),
-      );
+      const deallocate = mode !== 'zero' && !this.layout.metadata.leaveBlocksAllocated;
+      tasks.push(this.zeroSpan(s, index, deallocate).catch((e) => atVirtual(e, s.virtualOffset)));
     }
     await Promise.all(tasks);
     await this.journal.commit();
