@@ -137,6 +137,11 @@ for (const c of cases) {
         await disk.write(at, fill);
         expected.set(fill, at);
       }
+      // Whole blocks deallocated (UNMAPPED / ZERO states in a dynamic VHDX).
+      await disk.discard(2 * MiB, 2 * MiB);
+      expected.fill(0, 2 * MiB, 4 * MiB);
+      await disk.writeZeroes(10 * MiB, 2 * MiB, { mayUnmap: true });
+      expected.fill(0, 10 * MiB, 12 * MiB);
       await randomOperations(disk, expected, 25);
     } finally {
       await disk.close();
