@@ -14,9 +14,7 @@ import { patternBytes, RawPeer, requireTool, runOk, tempDir } from './helpers.ts
 
 const MiB = 1024 * 1024;
 const repo = join(import.meta.dirname, '../../..');
-// Drives serveCommand() directly, so the test does not depend on where `disk` registers it.
-const driver = `const m = await import(${JSON.stringify(join(repo, 'src/cli/disk-serve.ts'))});
-await m.serveCommand().parseAsync(process.argv.slice(1), { from: 'user' });`;
+const main = join(repo, 'src/cli/main.ts');
 
 interface Served {
   child: ChildProcess;
@@ -26,11 +24,10 @@ interface Served {
 }
 
 function serveProcess(t: TestContext, args: string[]): Served {
-  const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', '--input-type=module', '-e', driver, '--', ...args],
-    { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+  const child = spawn(process.execPath, ['--import', 'tsx', main, 'disk', 'serve', ...args], {
+    cwd: repo,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
   child.stdout!.on('data', (d: Buffer) => {
     out += d.toString();
