@@ -72,6 +72,9 @@ export function parseFooter(bytes: Uint8Array): FooterResult {
   };
 }
 
+/** The largest BAT loaded into memory (64M blocks: 128 TiB in 2 MiB blocks). */
+const MAX_LOADED_BAT = 256 * 1024 * 1024;
+
 export interface VhdDynamicInfo {
   readonly tableOffset: number;
   readonly maxTableEntries: number;
@@ -192,8 +195,16 @@ export async function readVhdLayout(file: ImageFile): Promise<VhdLayout> {
     );
   }
   const tableOffset = Number(h.tableOffset);
-  const raw = await file.readStructure(tableOffset, batBytes, 'VHD BAT');
-  const bat = new Uint32Array(batBytes / 4);
+  // Only the entries the disk uses are loaded (whole 512-byte sectors of them).
+  const loadBytes = Math.ceil((blocks * 4) / 512) * 512;
+  if (loadBytes > MAX_LOADED_BAT) {
+    throw new ImageFormatError(
+      'VHD BAT',
+      `${blocks} blocks of ${blockSize} bytes need a ${loadBytes}-byte BAT; at most ${MAX_LOADED_BAT} is supported`,
+    );
+  }
+  const raw = await file.readStructure(tableOffset, loadBytes, 'VHD BAT');
+  const bat = new Uint32Array(loadBytes / 4);
   const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
   for (let i = 0; i < bat.length; i++) bat[i] = view.getUint32(i * 4, false);
   const bitmapSize = Math.ceil(blockSize / 512 / 8 / 512) * 512;
