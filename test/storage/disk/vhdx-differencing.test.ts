@@ -175,3 +175,31 @@ test('the parent is found by relative path after both move, and a missing one is
     return true;
   });
 });
+
+test('differencing over 4096-byte sectors: per-sector presence at that size', async (t) => {
+  const dir = await scratchDir(t);
+  const parentPath = join(dir, 'parent4k.vhdx');
+  await createVhdx(parentPath, {
+    size: 8 * MiB,
+    type: 'dynamic',
+    blockSize: MiB,
+    logicalSectorSize: 4096,
+  });
+  const expected = new Uint8Array(8 * MiB);
+  expected.set(randomBytes(6 * MiB), MiB);
+  const parent = await VhdxDisk.open(parentPath);
+  await parent.write(0, expected);
+  await parent.close();
+  await createVhdx(join(dir, 'child4k.vhdx'), { type: 'differencing', parent: parentPath });
+  const child = await VhdxDisk.open(join(dir, 'child4k.vhdx'));
+  try {
+    assert.equal(child.logicalSectorSize, 4096);
+    await assert.rejects(child.write(512, new Uint8Array(512)), { code: 'EINVAL' });
+    const data = randomBytes(3 * 4096);
+    await child.write(2 * MiB + 4096, data);
+    expected.set(data, 2 * MiB + 4096);
+    assert.equal(firstDifference(await readAll(child), expected), -1);
+  } finally {
+    await child.close();
+  }
+});
