@@ -14,15 +14,41 @@ export interface ByteRegion {
   views(offset: number, length: number): Uint8Array[];
 }
 
+/** Copies shorter than this go byte by byte: cheaper than making a subarray view. */
+const SMALL_COPY = 64;
+
 export class ContiguousRegion implements ByteRegion {
   readonly length: number;
+  /** For in-place field access by the ring's fast paths. */
+  readonly view: DataView;
+  /** 32-bit words of the region, when it starts 4-byte aligned (word copies of small packets). */
+  readonly words: Int32Array | undefined;
   constructor(readonly bytes: Uint8Array) {
     this.length = bytes.length;
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.words =
+      bytes.byteOffset % 4 === 0
+        ? new Int32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 2)
+        : undefined;
   }
   read(offset: number, target: Uint8Array, targetOffset: number, length: number): void {
+    if (length <= SMALL_COPY) {
+      const bytes = this.bytes;
+      for (let i = 0; i < length; i++) target[targetOffset + i] = bytes[offset + i]!;
+      return;
+    }
     target.set(this.bytes.subarray(offset, offset + length), targetOffset);
   }
   write(offset: number, source: Uint8Array, sourceOffset: number, length: number): void {
+    if (sourceOffset === 0 && length === source.length) {
+      this.bytes.set(source, offset);
+      return;
+    }
+    if (length <= SMALL_COPY) {
+      const bytes = this.bytes;
+      for (let i = 0; i < length; i++) bytes[offset + i] = source[sourceOffset + i]!;
+      return;
+    }
     this.bytes.set(source.subarray(sourceOffset, sourceOffset + length), offset);
   }
   fill(offset: number, length: number, value: number): void {

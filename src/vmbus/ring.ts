@@ -12,8 +12,7 @@
  * or a packet that claims more bytes than are available, marks the ring
  * corrupt and the channel stops.
  */
-import type { ByteRegion } from './byte-region.ts';
-import { ContiguousRegion, regionOverPages } from './byte-region.ts';
+import { type ByteRegion, ContiguousRegion, regionOverPages } from './byte-region.ts';
 import { RING_FEATURE_PENDING_SEND_SZ, RING_HEADER_SIZE, RING_TRAILER_SIZE } from './protocol.ts';
 
 const W_WRITE = 0;
@@ -21,6 +20,9 @@ const W_READ = 1;
 const W_MASK = 2;
 const W_PENDING = 3;
 const W_FEATURES = 16; // byte 64
+
+/** Packets up to this size are copied word by word rather than with a view and set(). */
+const SMALL_PACKET = 256;
 
 export class RingCorruptError extends Error {
   override readonly name = 'RingCorruptError';
@@ -30,6 +32,8 @@ export class RingCorruptError extends Error {
 export class Ring {
   /** Data area size in bytes (ring size minus the header page). */
   readonly dataSize: number;
+  /** The data area when it is one contiguous run of memory (fast paths use it directly). */
+  readonly contiguous: ContiguousRegion | undefined;
 
   constructor(
     /** 32-bit words over memory that holds the header page. */
@@ -44,6 +48,7 @@ export class Ring {
       );
     }
     this.dataSize = data.length;
+    this.contiguous = data instanceof ContiguousRegion ? data : undefined;
   }
 
   /** A ring over one buffer holding the header page followed by the data area. */
@@ -208,6 +213,17 @@ export class RingWriter {
     return (this.packetStart + relative) % this.ring.dataSize;
   }
 
+  /**
+   * Where the reserved packet starts in the contiguous data area, when the
+   * packet and its trailer fit there without wrapping; -1 otherwise. Encoders
+   * then write fields in place instead of staging copies.
+   */
+  directOffset(): number {
+    const start = this.packetStart;
+    if (start < 0 || !this.ring.contiguous) return -1;
+    return start + this.packetLength + RING_TRAILER_SIZE <= this.ring.dataSize ? start : -1;
+  }
+
   put(
     relative: number,
     source: Uint8Array,
@@ -224,6 +240,15 @@ export class RingWriter {
   /** Appends the trailer (packet start << 32) and moves the private cursor. */
   commit(): void {
     if (this.packetStart < 0) throw new Error('no packet reserved');
+    const direct = this.directOffset();
+    if (direct >= 0) {
+      const view = this.ring.contiguous!.view;
+      view.setUint32(direct + this.packetLength, 0, true);
+      view.setUint32(direct + this.packetLength + 4, direct, true);
+      this.cursor = (direct + this.packetLength + RING_TRAILER_SIZE) % this.ring.dataSize;
+      this.packetStart = -1;
+      return;
+    }
     scratchTrailerView.setUint32(0, 0, true);
     scratchTrailerView.setUint32(4, this.packetStart, true);
     this.ring.copyIn(this.at(this.packetLength), scratchTrailer);
@@ -309,9 +334,15 @@ export class RingReader {
     if (available < 16 + RING_TRAILER_SIZE) {
       return this.corrupt(`${available} bytes available, less than a descriptor and trailer`);
     }
-    // len8 is bytes 4..5 of the descriptor.
-    this.ring.copyOut((this.cursor + 4) % this.ring.dataSize, target, 0, 2);
-    const length = (target[0]! | (target[1]! << 8)) * 8;
+    // len8 is bytes 4..5 of the descriptor (never split: packets are 8-aligned).
+    const contiguous = this.ring.contiguous;
+    let length: number;
+    if (contiguous) {
+      length = contiguous.view.getUint16(this.cursor + 4, true) * 8;
+    } else {
+      this.ring.copyOut(this.cursor + 4, target, 0, 2);
+      length = (target[0]! | (target[1]! << 8)) * 8;
+    }
     if (length < 16) return this.corrupt(`packet at ${this.cursor} has len8 ${length / 8}`);
     if (length + RING_TRAILER_SIZE > available) {
       return this.corrupt(
@@ -323,11 +354,35 @@ export class RingReader {
         `packet at ${this.cursor} has ${length} bytes, more than the ${target.length} allowed`,
       );
     }
-    this.ring.copyOut(this.cursor, target, 0, length);
+    const words = contiguous?.words;
+    if (
+      words &&
+      length <= SMALL_PACKET &&
+      this.cursor + length <= this.ring.dataSize &&
+      target.byteOffset % 4 === 0
+    ) {
+      // Small packets: copy 32-bit words (packets are 8-aligned), no view allocation.
+      const out = this.wordsOf(target);
+      const from = this.cursor >>> 2;
+      for (let i = 0; i < length >>> 2; i++) out[i] = words[from + i]!;
+    } else {
+      this.ring.copyOut(this.cursor, target, 0, length);
+    }
     this.length = length;
     this.previous = this.cursor;
     this.cursor = (this.cursor + length + RING_TRAILER_SIZE) % this.ring.dataSize;
     return 'packet';
+  }
+
+  private targetWords: Int32Array | undefined;
+  private wordsTarget: Uint8Array | undefined;
+
+  private wordsOf(target: Uint8Array): Int32Array {
+    if (this.wordsTarget !== target || !this.targetWords) {
+      this.wordsTarget = target;
+      this.targetWords = new Int32Array(target.buffer, target.byteOffset, target.byteLength >>> 2);
+    }
+    return this.targetWords;
   }
 
   /** Puts back the packet next() just returned; it will be read again. */
