@@ -41,6 +41,9 @@ for (const image of images) {
     const expected = new Uint8Array(SIZE);
     const disk = await openDisk(path);
     try {
+      // Bad requests reject (they do not throw synchronously), with the offset.
+      await assert.rejects(disk.read(SIZE, new Uint8Array(512)), { code: 'ERANGE', offset: SIZE });
+      await assert.rejects(disk.write(100, new Uint8Array(512)), { code: 'EINVAL', offset: 100 });
       const writes: Promise<void>[] = [];
       for (let i = 0; i < 32; i++) {
         const offset = 3 * MiB + i * 16384;

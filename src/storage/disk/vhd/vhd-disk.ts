@@ -354,11 +354,11 @@ export class VhdDisk implements BlockDevice {
     return entry * 512 + this.layout.dynamic!.bitmapSize + inBlock;
   }
 
-  read(offset: number, target: Uint8Array): Promise<void> {
+  async read(offset: number, target: Uint8Array): Promise<void> {
     return this.readv(offset, [target]);
   }
 
-  readv(offset: number, targets: readonly Uint8Array[]): Promise<void> {
+  async readv(offset: number, targets: readonly Uint8Array[]): Promise<void> {
     const length = totalLength(targets);
     this.check(offset, length, false);
     return this.gate.run(async () => {
@@ -373,11 +373,15 @@ export class VhdDisk implements BlockDevice {
     });
   }
 
-  write(offset: number, source: Uint8Array, options?: WriteOptions): Promise<void> {
+  async write(offset: number, source: Uint8Array, options?: WriteOptions): Promise<void> {
     return this.writev(offset, [source], options);
   }
 
-  writev(offset: number, sources: readonly Uint8Array[], options?: WriteOptions): Promise<void> {
+  async writev(
+    offset: number,
+    sources: readonly Uint8Array[],
+    options?: WriteOptions,
+  ): Promise<void> {
     const length = totalLength(sources);
     this.check(offset, length, true);
     return this.gate.run(async () => {
@@ -435,18 +439,18 @@ export class VhdDisk implements BlockDevice {
     });
   }
 
-  flush(): Promise<void> {
+  async flush(): Promise<void> {
     if (this.closed) return Promise.reject(new DiskIoError('ECLOSED', `${this.path} is closed`));
     if (this.readOnly) return Promise.resolve();
     return this.gate.run(() => this.file.sync());
   }
 
-  discard(offset: number, length: number): Promise<void> {
+  async discard(offset: number, length: number): Promise<void> {
     this.check(offset, length, true);
     return this.gate.run(() => this.zero(offset, length, true));
   }
 
-  writeZeroes(offset: number, length: number, options?: WriteZeroesOptions): Promise<void> {
+  async writeZeroes(offset: number, length: number, options?: WriteZeroesOptions): Promise<void> {
     this.check(offset, length, true);
     return this.gate.run(async () => {
       await this.zero(offset, length, options?.mayUnmap ?? false);

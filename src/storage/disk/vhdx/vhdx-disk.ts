@@ -232,11 +232,11 @@ export class VhdxDisk implements BlockDevice {
     }
   }
 
-  read(offset: number, target: Uint8Array): Promise<void> {
+  async read(offset: number, target: Uint8Array): Promise<void> {
     return this.readv(offset, [target]);
   }
 
-  readv(offset: number, targets: readonly Uint8Array[]): Promise<void> {
+  async readv(offset: number, targets: readonly Uint8Array[]): Promise<void> {
     const length = totalLength(targets);
     this.check(offset, length, false);
     return this.gate.run(() => this.readRange(offset, length, targets));
@@ -328,11 +328,15 @@ export class VhdxDisk implements BlockDevice {
     await Promise.all(tasks);
   }
 
-  write(offset: number, source: Uint8Array, options?: WriteOptions): Promise<void> {
+  async write(offset: number, source: Uint8Array, options?: WriteOptions): Promise<void> {
     return this.writev(offset, [source], options);
   }
 
-  writev(offset: number, sources: readonly Uint8Array[], options?: WriteOptions): Promise<void> {
+  async writev(
+    offset: number,
+    sources: readonly Uint8Array[],
+    options?: WriteOptions,
+  ): Promise<void> {
     const length = totalLength(sources);
     this.check(offset, length, true);
     return this.gate.run(async () => {
@@ -510,13 +514,13 @@ export class VhdxDisk implements BlockDevice {
     await this.file.sync();
   }
 
-  flush(): Promise<void> {
+  async flush(): Promise<void> {
     if (this.closed) return Promise.reject(new DiskIoError('ECLOSED', `${this.path} is closed`));
     if (this.readOnly || !this.session) return Promise.resolve();
     return this.gate.run(() => this.durable());
   }
 
-  discard(offset: number, length: number): Promise<void> {
+  async discard(offset: number, length: number): Promise<void> {
     this.check(offset, length, true);
     return this.gate
       .run(async () => {
@@ -526,7 +530,7 @@ export class VhdxDisk implements BlockDevice {
       .catch((e) => atVirtual(e, offset));
   }
 
-  writeZeroes(offset: number, length: number, options?: WriteZeroesOptions): Promise<void> {
+  async writeZeroes(offset: number, length: number, options?: WriteZeroesOptions): Promise<void> {
     this.check(offset, length, true);
     return this.gate
       .run(async () => {
