@@ -95,7 +95,7 @@ async function checkVhdx(path: string, repair: boolean, report: CheckReport): Pr
     if (bad) {
       const reason = layout.current.otherError ?? '';
       if (repair && !layout.replayed?.inMemory) {
-        await new HeaderWriter(file, layout.current).update({});
+        await new HeaderWriter(file, layout.current).update({ fileWriteGuid: crypto.randomUUID() });
         report.repaired.push(`rewrote header ${bad} (${reason})`);
       } else {
         report.corruptions.push(`header ${bad}: ${reason}`);
