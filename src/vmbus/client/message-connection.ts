@@ -29,6 +29,7 @@ import {
   VMBUS_MESSAGE_SINT,
   VmbusVersion,
 } from '../protocol.ts';
+import type { RateLimitedLog } from '../rate-limited-log.ts';
 
 const PAGE_SIZE = 4096;
 /** vmbus_post_msg() retries up to 100 times with a growing delay. */
@@ -311,9 +312,13 @@ export class MessageConnection {
     this.onMessage?.(type, payload);
   }
 
-  /** Counts and remembers a dropped host message. */
+  /** Where dropped-message reasons are logged (rate-limited). */
+  dropLog: RateLimitedLog | undefined;
+
+  /** Counts, remembers and logs (rate-limited) a dropped host message. */
   drop(reason: string): void {
     this.stats.dropped++;
+    this.dropLog?.log(`vmbus: dropped host message: ${reason}`);
     this.stats.lastDropReasons.push(reason);
     if (this.stats.lastDropReasons.length > 16) this.stats.lastDropReasons.shift();
   }

@@ -41,6 +41,7 @@ import {
   versionResponseMessage,
   versionString,
 } from '../protocol.ts';
+import { RateLimitedLog } from '../rate-limited-log.ts';
 import { Ring } from '../ring.ts';
 import { MessageConnection, PostMessageError } from './message-connection.ts';
 
@@ -141,6 +142,7 @@ export class VmbusClient {
     this.connection = new MessageConnection(partition, allocator);
     this.timeoutMs = options.timeoutMs ?? 10_000;
     this.log = options.log ?? ((m) => console.error(m));
+    this.connection.dropLog = new RateLimitedLog(this.log);
     const memory = partition.memory;
     this.pages = {
       allocate: (count) => {

@@ -14,6 +14,7 @@ import {
   VMBUS_MESSAGE_CONNECTION_ID_4,
   VmbusVersion,
 } from '../protocol.ts';
+import { RateLimitedLog } from '../rate-limited-log.ts';
 import { Ring } from '../ring.ts';
 import { type ServerAction, VmbusServer } from './state.ts';
 
@@ -60,13 +61,14 @@ export class HostBus {
   private readonly open = new Map<number, OpenChannel>();
   private nextDeviceId = 1;
   private started = false;
-  private logBudget = 50;
+  private readonly logger: RateLimitedLog;
   private pending: Promise<unknown>[] = [];
 
   constructor(
     readonly partition: HostPartition,
     private readonly options: HostBusOptions = {},
   ) {
+    this.logger = new RateLimitedLog(options.log ?? ((m: string) => console.error(m)));
     this.server = new VmbusServer({
       versions: options.versions,
       vpCount: partition.state.vpCount,
@@ -350,10 +352,6 @@ export class HostBus {
   }
 
   private log(message: string): void {
-    if (this.logBudget <= 0) return;
-    this.logBudget--;
-    (this.options.log ?? ((m: string) => console.error(m)))(
-      this.logBudget === 0 ? `${message} (further messages suppressed)` : message,
-    );
+    this.logger.log(message);
   }
 }
