@@ -66,7 +66,7 @@ export class HostBus {
 
   constructor(
     readonly partition: HostPartition,
-    private readonly options: HostBusOptions = {},
+    options: HostBusOptions = {},
   ) {
     this.logger = new RateLimitedLog(options.log ?? ((m: string) => console.error(m)));
     this.server = new VmbusServer({
