@@ -13,6 +13,7 @@ import {
   versionString,
 } from '../vmbus/protocol.ts';
 import { deviceKinds } from './device-kinds.ts';
+import { defaultScsiDevice } from './devices/scsi.ts';
 import { parseDuration, parseSize, sizeSchema, UnitError } from './units.ts';
 
 export { parseDuration, parseSize };
@@ -82,7 +83,7 @@ export const vmConfigSchema = z
       .default({ guest_versions: 'linux', dedicated_interrupts: true }),
     devices: z
       .array(deviceSchema)
-      .default([{ type: 'echo', rate: 200, payload: 256, ring: 64 * 1024 }]),
+      .default([{ type: 'echo', rate: 200, payload: 256, ring: 64 * 1024 }, defaultScsiDevice()]),
   })
   .strict();
 

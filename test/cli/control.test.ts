@@ -18,7 +18,11 @@ describe('the control socket of a running VM', () => {
       assert.match(status.stdout, /hvkit_echo/);
       const json = JSON.parse((await hvkit(['status', '--socket', socket, '--json'])).stdout);
       assert.equal(json.guest.version, 0x50003);
-      assert.deepEqual(await callVm(socket, 'commands'), ['status', 'commands', 'stop']);
+      assert.deepEqual(((await callVm(socket, 'commands')) as string[]).slice(0, 3), [
+        'status',
+        'commands',
+        'stop',
+      ]);
       await assert.rejects(callVm(socket, 'frobnicate'), /unknown command frobnicate/);
       // A second VM on the same socket is refused.
       const second = await hvkit(['run', '--control', socket, '--duration', '1s']);
