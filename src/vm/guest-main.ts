@@ -9,7 +9,7 @@ import { VmbusClient } from '../vmbus/client/vmbus-client.ts';
 import { versionPlan } from './config.ts';
 import type { CommandHandler, GuestContext, GuestPart } from './device-kind.ts';
 import { deviceKinds } from './device-kinds.ts';
-import type { ChannelView, GuestStatus } from './status.ts';
+import { channelView, type GuestStatus } from './status.ts';
 import { addCommands, runCommand } from './worker-commands.ts';
 import type { FromWorker, ToWorker, WorkerInit } from './worker-messages.ts';
 
@@ -37,23 +37,17 @@ const commands = new Map<string, CommandHandler>();
 
 function status(): GuestStatus {
   const stats = client.connection.stats;
-  const channels: ChannelView[] = client.channelStatus().map((c) => ({
-    relid: c.relid,
-    classId: c.classId,
-    subchannelIndex: c.subchannelIndex,
-    state: c.rescinded ? 'rescinded' : c.open ? 'open' : 'offered',
-    ...(c.occupancy
-      ? {
-          outboundUsed: c.occupancy.outboundUsed,
-          outboundSize: c.occupancy.outboundSize,
-          inboundUsed: c.occupancy.inboundUsed,
-          inboundSize: c.occupancy.inboundSize,
-        }
-      : {}),
-    ...(c.stats ? { counters: { ...c.stats } } : {}),
-    ...(c.error ? { error: c.error } : {}),
-    ...(c.driver ? { driver: c.driver } : {}),
-  }));
+  const channels = client.channelStatus().map((c) =>
+    channelView(
+      {
+        relid: c.relid,
+        classId: c.classId,
+        subchannelIndex: c.subchannelIndex,
+        state: c.rescinded ? 'rescinded' : c.open ? 'open' : 'offered',
+      },
+      c,
+    ),
+  );
   return {
     version: client.version,
     messageConnectionId: client.connection.messageConnectionId,

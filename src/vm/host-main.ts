@@ -9,7 +9,7 @@ import { HostBus } from '../vmbus/server/host-bus.ts';
 import { versionPlan } from './config.ts';
 import type { CommandHandler, HostContext, HostPart } from './device-kind.ts';
 import { deviceKind, deviceKinds } from './device-kinds.ts';
-import type { ChannelView, HostStatus } from './status.ts';
+import { channelView, type HostStatus } from './status.ts';
 import { addCommands, runCommand } from './worker-commands.ts';
 import type { FromWorker, ToWorker, WorkerInit } from './worker-messages.ts';
 
@@ -44,22 +44,14 @@ bus.start();
 
 function status(): HostStatus {
   const server = bus.server;
-  const channels: ChannelView[] = bus.channelStatus().map((c) => ({
-    relid: c.relid,
-    classId: c.classId,
-    subchannelIndex: c.subchannelIndex,
-    state: c.state,
-    ...(c.occupancy
-      ? {
-          outboundUsed: c.occupancy.outboundUsed,
-          outboundSize: c.occupancy.outboundSize,
-          inboundUsed: c.occupancy.inboundUsed,
-          inboundSize: c.occupancy.inboundSize,
-        }
-      : {}),
-    ...(c.stats ? { counters: { ...c.stats } } : {}),
-    ...(c.error ? { error: c.error } : {}),
-  }));
+  const channels = bus
+    .channelStatus()
+    .map((c) =>
+      channelView(
+        { relid: c.relid, classId: c.classId, subchannelIndex: c.subchannelIndex, state: c.state },
+        c,
+      ),
+    );
   return {
     version: server.connected?.version ?? 0,
     state: server.state,

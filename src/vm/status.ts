@@ -62,6 +62,30 @@ export interface VmStatus {
   guest: GuestStatus;
 }
 
+/** A channel as a side reports it: its identity plus, when open, rings and counters. */
+export function channelView(
+  base: { relid: number; classId: string; subchannelIndex: number; state: string },
+  open: {
+    occupancy?: {
+      outboundUsed: number;
+      outboundSize: number;
+      inboundUsed: number;
+      inboundSize: number;
+    };
+    stats?: ChannelCounters;
+    error?: string;
+    driver?: string;
+  },
+): ChannelView {
+  return {
+    ...base,
+    ...(open.occupancy ? { ...open.occupancy } : {}),
+    ...(open.stats ? { counters: { ...open.stats } } : {}),
+    ...(open.error ? { error: open.error } : {}),
+    ...(open.driver ? { driver: open.driver } : {}),
+  };
+}
+
 function human(bytes: number): string {
   if (bytes >= 1024 ** 3) return `${(bytes / 1024 ** 3).toFixed(1)}G`;
   if (bytes >= 1024 ** 2) return `${(bytes / 1024 ** 2).toFixed(1)}M`;
