@@ -8,6 +8,7 @@ import { compareDisks, copyDisk, type ProgressCallback } from '../storage/disk/c
 import { createImage } from '../storage/disk/create.ts';
 import { type ImageInfo, inspectImage } from '../storage/disk/inspect.ts';
 import { DISK_FORMATS, type DiskFormat, openDisk } from '../storage/disk/open.ts';
+import { attachCommand, detachCommand } from './disk-attach.ts';
 import { serveCommand } from './disk-serve.ts';
 
 /**
@@ -383,5 +384,7 @@ export function diskCommand(): CommandType {
     .addCommand(checkCommand())
     .addCommand(convertCommand())
     .addCommand(compareCommand())
-    .addCommand(serveCommand());
+    .addCommand(serveCommand())
+    .addCommand(attachCommand())
+    .addCommand(detachCommand());
 }
