@@ -1,0 +1,97 @@
+/**
+ * The host's time sync: after negotiation one SYNC (the guest should step
+ * its clock), then a SAMPLE every interval, each carrying the host's
+ * wall-clock time (and, from 4.0, the reference time it was read at). The
+ * host does not wait for the guest's answers; it drains and counts them.
+ */
+import { DeviceClass } from '../../vmbus/protocol.ts';
+import type { NegotiatedVersions } from '../negotiate.ts';
+import {
+  HOST_IC_VERSIONS,
+  IcMessageType,
+  ictimesyncData,
+  ictimesyncRefData,
+  TimesyncFlags,
+  version,
+} from '../protocol.ts';
+import { IcVsp } from '../vsp.ts';
+import { referenceTime, wallTime } from './clock.ts';
+
+export interface TimesyncOptions {
+  readonly intervalMs: number;
+  readonly frameworkVersions?: readonly number[];
+  readonly serviceVersions?: readonly number[];
+  readonly log?: (message: string) => void;
+}
+
+export class TimesyncVsp extends IcVsp {
+  syncs = 0;
+  samples = 0;
+  private timer: ReturnType<typeof setInterval> | undefined;
+
+  constructor(private readonly timesync: TimesyncOptions) {
+    super({
+      name: 'timesync',
+      classId: DeviceClass.timesync,
+      messageType: IcMessageType.Timesync,
+      frameworkVersions: timesync.frameworkVersions ?? HOST_IC_VERSIONS.framework,
+      serviceVersions: timesync.serviceVersions ?? HOST_IC_VERSIONS.timesync,
+      ...(timesync.log ? { log: timesync.log } : {}),
+    });
+  }
+
+  protected override ready(_versions: NegotiatedVersions): void {
+    this.dispose();
+    this.sendSample(TimesyncFlags.Sync);
+    this.timer = setInterval(() => this.sendSample(TimesyncFlags.Sample), this.timesync.intervalMs);
+    this.timer.unref();
+  }
+
+  protected override closed(): void {
+    this.dispose();
+  }
+
+  /** Stops sending samples. */
+  dispose(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** Sends one sample now (SYNC, SAMPLE or PROBE). */
+  sendSample(flags: TimesyncFlags): void {
+    if (this.state !== 'ready' || !this.versions) return;
+    const v4 = this.versions.service > version(3, 0);
+    const size = v4 ? ictimesyncRefData.size : ictimesyncData.size;
+    const message = this.message(size);
+    const at = message.length - size;
+    // Read the clocks last, right before the message leaves.
+    if (v4) {
+      ictimesyncRefData.writeInto(message, at, {
+        parenttime: wallTime(),
+        vmreferencetime: referenceTime(),
+        flags,
+        leapflags: 0,
+        stratum: 0,
+      });
+    } else {
+      ictimesyncData.writeInto(message, at, {
+        parenttime: wallTime(),
+        childtime: 0n,
+        roundtriptime: 0n,
+        flags,
+      });
+    }
+    if (flags === TimesyncFlags.Sync) this.syncs++;
+    else this.samples++;
+    this.post(message).catch((error: Error) => this.log(`timesync: ${error.message}`));
+  }
+
+  override describe(): Record<string, unknown> {
+    return {
+      ...super.describe(),
+      intervalMs: this.timesync.intervalMs,
+      syncsSent: this.syncs,
+      samplesSent: this.samples,
+    };
+  }
+}
