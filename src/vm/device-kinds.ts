@@ -4,10 +4,11 @@
  */
 import type { DeviceKind } from './device-kind.ts';
 import { echoKind } from './devices/echo.ts';
+import { icKind } from './devices/ic.ts';
 import { scsiKind } from './devices/scsi.ts';
 
 // biome-ignore lint/suspicious/noExplicitAny: kinds have different config types
-export const deviceKinds: readonly DeviceKind<any>[] = [echoKind, scsiKind];
+export const deviceKinds: readonly DeviceKind<any>[] = [echoKind, scsiKind, icKind];
 
 // biome-ignore lint/suspicious/noExplicitAny: see above
 export function deviceKind(type: string): DeviceKind<any> | undefined {
