@@ -1,7 +1,11 @@
 import { Command } from 'commander';
+import { backupCommand } from './backup.ts';
+import { copyFileCommand } from './copy-file.ts';
 import { decodeCommand } from './decode.ts';
 import { diskCommand } from './disk.ts';
+import { kvpCommand } from './kvp.ts';
 import { runCommand } from './run.ts';
+import { shutdownCommand } from './shutdown.ts';
 import { statusCommand, stopCommand } from './status.ts';
 
 /**
@@ -20,5 +24,9 @@ export function buildProgram(): Command {
   program.addCommand(diskCommand());
   program.addCommand(statusCommand());
   program.addCommand(stopCommand());
+  program.addCommand(shutdownCommand());
+  program.addCommand(kvpCommand());
+  program.addCommand(copyFileCommand());
+  program.addCommand(backupCommand());
   return program;
 }

@@ -13,6 +13,7 @@ import {
   versionString,
 } from '../vmbus/protocol.ts';
 import { deviceKinds } from './device-kinds.ts';
+import { defaultIcEntry } from './devices/ic.ts';
 import { defaultScsiDevice } from './devices/scsi.ts';
 import { parseDuration, parseSize, sizeSchema, UnitError } from './units.ts';
 
@@ -83,7 +84,11 @@ export const vmConfigSchema = z
       .default({ guest_versions: 'linux', dedicated_interrupts: true }),
     devices: z
       .array(deviceSchema)
-      .default([{ type: 'echo', rate: 200, payload: 256, ring: 64 * 1024 }, defaultScsiDevice()]),
+      .default([
+        { type: 'echo', rate: 200, payload: 256, ring: 64 * 1024 },
+        defaultScsiDevice(),
+        defaultIcEntry(),
+      ]),
   })
   .strict();
 

@@ -9,7 +9,7 @@ describe('hvkit run', () => {
   it('boots the default VM, runs for the duration, prints the summary and exits 0', async () => {
     const result = await hvkit(['run', '--duration', '2s']);
     assert.equal(result.code, 0, result.stderr);
-    assert.match(result.stdout, /hvkit-vm booted: VMBus 5\.3, 3 channel\(s\)/);
+    assert.match(result.stdout, /hvkit-vm booted: VMBus 5\.3, 9 channel\(s\)/);
     assert.match(result.stdout, /messages on connection id 4/);
     assert.match(result.stdout, /^1 +hvkit_echo +0 +open/m);
     assert.match(result.stdout, /shut down cleanly: guest unloaded the VMBus/);

@@ -25,7 +25,7 @@ describe('VM configuration', () => {
     assert.equal(config.vcpus, 2);
     assert.deepEqual(
       config.devices.map((d) => d.type),
-      ['echo', 'scsi'],
+      ['echo', 'scsi', 'ic'],
     );
     const plan = versionPlan(config);
     assert.deepEqual(plan.guest, LINUX_VERSION_ORDER);
