@@ -17,6 +17,8 @@ interface Job {
   port?: MessagePort;
   count: number;
   payload: number;
+  /** Reader takes payloads above this size in place (see ChannelEndpoint.inPlaceAbove). */
+  inPlaceAbove?: number;
 }
 
 const BELL_READER = 0;
@@ -67,9 +69,10 @@ function ring(writer: boolean): { start: number; end: number; checksum: number }
     }
   } else {
     let received = 0;
+    if (job.inPlaceAbove !== undefined) endpoint.inPlaceAbove = job.inPlaceAbove;
     endpoint.onPacket = (packet) => {
       received++;
-      checksum = (checksum + packet.buffer[packet.payloadOffset]! + packet.payloadLength) | 0;
+      checksum = (checksum + packet.payload()[0]! + packet.payloadLength) | 0;
       return true;
     };
     while (received < job.count) {

@@ -83,6 +83,13 @@ export class ChannelEndpoint {
   state: ChannelState = 'open';
   error = '';
   onPacket: PacketHandler | undefined;
+  /**
+   * Packets longer than this are handed over with their payload left in the
+   * ring (descriptor and extension still copied and validated privately), to
+   * save a copy for consumers that treat payloads as opaque bytes. Off
+   * (infinite) by default: payloads are private copies.
+   */
+  inPlaceAbove = Number.POSITIVE_INFINITY;
   /** Called once when the channel fails (corrupt ring). */
   onFailure: ((reason: string) => void) | undefined;
   private batchDepth = 0;
@@ -301,13 +308,13 @@ export class ChannelEndpoint {
   /** One pass over the inbound ring; true when the handler deferred a packet. */
   private drainOnce(): boolean {
     for (;;) {
-      const status = this.reader.next(this.buffer);
+      const status = this.reader.next(this.buffer, this.inPlaceAbove);
       if (status === 'empty') return false;
       if (status === 'corrupt') {
         this.fail(`inbound ring: ${this.reader.error}`);
         return false;
       }
-      const error = this.packet.load(this.reader.length);
+      const error = this.packet.load(this.reader.length, this.reader.inPlace);
       if (error) {
         this.stats.badPackets++;
         continue;

@@ -352,13 +352,21 @@ export class PacketView {
   payloadOffset = 0;
   /** Payload bytes, including the padding to 8 (hv_pkt_datalen). */
   payloadLength = 0;
+  /**
+   * The packet still in the ring, when its payload was left in place: the
+   * descriptor and extension were copied into `buffer` (and validated there);
+   * payload() then views shared memory, which the peer could change — only
+   * for consumers that treat the payload as opaque bytes.
+   */
+  inPlace: Uint8Array | undefined;
 
   constructor(readonly buffer: Uint8Array) {
     this.view = new DataView(buffer.buffer, buffer.byteOffset, buffer.byteLength);
   }
 
   /** Reads the descriptor of the `length`-byte packet in the buffer. Returns an error or undefined. */
-  load(length: number): string | undefined {
+  load(length: number, inPlace?: Uint8Array): string | undefined {
+    this.inPlace = inPlace;
     if (length < PACKET_DESCRIPTOR_SIZE || length > this.buffer.length) {
       return `packet length ${length} is outside ${PACKET_DESCRIPTOR_SIZE}..${this.buffer.length}`;
     }
@@ -390,7 +398,7 @@ export class PacketView {
 
   /** The payload (a view into the private buffer; valid until the next packet). */
   payload(): Uint8Array {
-    return this.buffer.subarray(this.payloadOffset, this.length);
+    return (this.inPlace ?? this.buffer).subarray(this.payloadOffset, this.length);
   }
 
   /** The descriptor extension between the 16-byte descriptor and the payload. */

@@ -299,6 +299,12 @@ export class RingReader {
   private published: number;
   /** Length (bytes, without trailer) of the packet `next` returned. */
   length = 0;
+  /**
+   * When next() left a large packet's payload in the ring (see its
+   * inPlaceAbove argument): a view of the whole packet in the ring, valid
+   * until read_index is published. Undefined for packets copied whole.
+   */
+  inPlace: Uint8Array | undefined;
   /** Why the ring was declared corrupt. */
   error = '';
 
@@ -327,7 +333,8 @@ export class RingReader {
    * only thing read before the copy, and it is bounded by what is available
    * and by `target`.
    */
-  next(target: Uint8Array): ReadStatus {
+  next(target: Uint8Array, inPlaceAbove = Number.POSITIVE_INFINITY): ReadStatus {
+    this.inPlace = undefined;
     const available = this.available();
     if (available < 0) return this.corrupt(`write_index ${this.ring.writeIndex} is invalid`);
     if (available === 0) return 'empty';
@@ -353,6 +360,18 @@ export class RingReader {
       return this.corrupt(
         `packet at ${this.cursor} has ${length} bytes, more than the ${target.length} allowed`,
       );
+    }
+    if (length > inPlaceAbove && contiguous && this.cursor + length <= this.ring.dataSize) {
+      // Large packet whose payload the consumer takes in place: copy only the
+      // descriptor and its extension (what gets validated), view the rest.
+      const offset8 = contiguous.view.getUint16(this.cursor + 2, true);
+      const prefix = Math.min(length, Math.max(16, offset8 * 8));
+      this.ring.copyOut(this.cursor, target, 0, prefix);
+      this.inPlace = contiguous.bytes.subarray(this.cursor, this.cursor + length);
+      this.length = length;
+      this.previous = this.cursor;
+      this.cursor = (this.cursor + length + RING_TRAILER_SIZE) % this.ring.dataSize;
+      return 'packet';
     }
     const words = contiguous?.words;
     if (

@@ -133,3 +133,34 @@ describe('interrupt suppression', () => {
     assert.equal(completions, 8);
   });
 });
+
+describe('payloads read in place', () => {
+  it('hands large payloads over as views of the ring, small ones and wrapped ones as copies', () => {
+    const { a, b, aToB } = pair(4096 * 4); // 12 KiB data area
+    b.inPlaceAbove = 1024;
+    const seen: { inPlace: boolean; first: number; length: number }[] = [];
+    b.onPacket = (p) => {
+      const payload = p.payload();
+      seen.push({ inPlace: p.inPlace !== undefined, first: payload[0]!, length: p.payloadLength });
+      return true;
+    };
+    const big = new Uint8Array(4000).fill(7);
+    big[0] = 9;
+    a.sendInband(big, 1);
+    a.sendInband(new Uint8Array([5]), 2);
+    b.handleInterrupt();
+    assert.deepEqual(seen, [
+      { inPlace: true, first: 9, length: 4000 },
+      { inPlace: false, first: 5, length: 8 },
+    ]);
+    // Fill up to near the end so the next big packet wraps: it is copied instead.
+    a.sendInband(new Uint8Array(4000), 3);
+    a.sendInband(new Uint8Array(3000), 3);
+    b.handleInterrupt();
+    assert.ok(aToB.writeIndex + 4016 > 12288, 'the next big packet crosses the end');
+    a.sendInband(big, 4);
+    b.handleInterrupt();
+    assert.equal(seen.at(-1)!.inPlace, false, 'a packet that wraps is copied');
+    assert.equal(seen.at(-1)!.first, 9);
+  });
+});
