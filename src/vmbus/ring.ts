@@ -166,6 +166,8 @@ export class RingWriter {
   private published: number;
   private packetStart = -1;
   private packetLength = 0;
+  /** Free bytes known without loading read_index again (a lower bound). */
+  private knownFree = 0;
 
   constructor(readonly ring: Ring) {
     const w = ring.writeIndex;
@@ -195,9 +197,16 @@ export class RingWriter {
       throw new RangeError(`packet length ${length} is not a positive multiple of 8`);
     }
     if (this.packetStart >= 0) throw new Error('previous packet was not committed');
-    const available = this.available();
-    if (available < 0) return 'corrupt';
-    if (available <= length + RING_TRAILER_SIZE) return 'full';
+    const needed = length + RING_TRAILER_SIZE;
+    // The reader only ever frees space, so a known-free count is a safe lower
+    // bound: read_index is loaded again only when it is not enough.
+    if (this.knownFree <= needed) {
+      const available = this.available();
+      if (available < 0) return 'corrupt';
+      this.knownFree = available;
+      if (available <= needed) return 'full';
+    }
+    this.knownFree -= needed;
     this.packetStart = this.cursor;
     this.packetLength = length;
     return 'ok';
@@ -258,6 +267,7 @@ export class RingWriter {
 
   /** Drops a reserved packet without writing it. */
   abandon(): void {
+    if (this.packetStart >= 0) this.knownFree += this.packetLength + RING_TRAILER_SIZE;
     this.packetStart = -1;
   }
 
@@ -295,6 +305,8 @@ export class RingReader {
   private cursor: number;
   /** Cursor before the last packet returned by next(), for rewind(). */
   private previous: number;
+  /** Bytes known to be readable without loading write_index again (a lower bound). */
+  private knownAvailable = 0;
   /** read_index as last published. */
   private published: number;
   /** Length (bytes, without trailer) of the packet `next` returned. */
@@ -335,9 +347,15 @@ export class RingReader {
    */
   next(target: Uint8Array, inPlaceAbove = Number.POSITIVE_INFINITY): ReadStatus {
     this.inPlace = undefined;
-    const available = this.available();
-    if (available < 0) return this.corrupt(`write_index ${this.ring.writeIndex} is invalid`);
-    if (available === 0) return 'empty';
+    // The writer only ever adds data, so a known-available count is a safe
+    // lower bound: write_index is loaded again only when it runs out.
+    let available = this.knownAvailable;
+    if (available === 0) {
+      available = this.available();
+      if (available < 0) return this.corrupt(`write_index ${this.ring.writeIndex} is invalid`);
+      if (available === 0) return 'empty';
+      this.knownAvailable = available;
+    }
     if (available < 16 + RING_TRAILER_SIZE) {
       return this.corrupt(`${available} bytes available, less than a descriptor and trailer`);
     }
@@ -368,9 +386,7 @@ export class RingReader {
       const prefix = Math.min(length, Math.max(16, offset8 * 8));
       this.ring.copyOut(this.cursor, target, 0, prefix);
       this.inPlace = contiguous.bytes.subarray(this.cursor, this.cursor + length);
-      this.length = length;
-      this.previous = this.cursor;
-      this.cursor = (this.cursor + length + RING_TRAILER_SIZE) % this.ring.dataSize;
+      this.consumed(length);
       return 'packet';
     }
     const words = contiguous?.words;
@@ -387,10 +403,15 @@ export class RingReader {
     } else {
       this.ring.copyOut(this.cursor, target, 0, length);
     }
+    this.consumed(length);
+    return 'packet';
+  }
+
+  private consumed(length: number): void {
     this.length = length;
     this.previous = this.cursor;
     this.cursor = (this.cursor + length + RING_TRAILER_SIZE) % this.ring.dataSize;
-    return 'packet';
+    this.knownAvailable -= length + RING_TRAILER_SIZE;
   }
 
   private targetWords: Int32Array | undefined;
@@ -406,6 +427,7 @@ export class RingReader {
 
   /** Puts back the packet next() just returned; it will be read again. */
   rewind(): void {
+    if (this.cursor !== this.previous) this.knownAvailable += this.length + RING_TRAILER_SIZE;
     this.cursor = this.previous;
   }
 
