@@ -101,7 +101,10 @@ describe('storvsc/storvsp handshake', () => {
       assert.equal(c.packetSize, 48);
       // No multi-channel before 5.1: no CREATE_SUB_CHANNELS, one channel.
       assert.equal(c.channels.length, 1);
-      assert.ok(!hostLog(rig).some(([op]) => op === 'CreateSubChannels'));
+      assert.ok(
+        !hostLog(rig).some(([op]) => op === 'CreateSubChannels'),
+        'no sub-channels asked for',
+      );
       const primary = c.channels[0]!.channel.endpoint;
       // Every packet the guest sent was 48 bytes of payload (16-byte descriptor + 48 [+ page list]).
       const before = primary.stats.bytesSent;

@@ -50,7 +50,7 @@ describe('I/O through storvsc and storvsp', () => {
           return b;
         }),
       );
-      writes.forEach((w, i) => assert.deepEqual(back[i], new Uint8Array(w.data)));
+      for (const [i, w] of writes.entries()) assert.deepEqual(back[i], new Uint8Array(w.data));
       const counters = c.channelCounters();
       assert.equal(counters.length, 2);
       for (const ch of counters) {

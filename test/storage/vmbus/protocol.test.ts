@@ -237,7 +237,10 @@ describe('packet bytes on the wire', () => {
     assert.equal(result.transferred, 4096);
     const back = new Uint8Array(4096);
     buffer.copyOut(back);
-    assert.ok(back.every((b) => b === 0x5a));
+    assert.ok(
+      back.every((b) => b === 0x5a),
+      'the data the host put in the page',
+    );
     buffer.release();
     await controller.stop();
   });
