@@ -54,3 +54,16 @@ export async function makeScsiRig(options: RigOptions = {}): Promise<ScsiRig> {
     },
   };
 }
+
+/** Resolves with `work`, or rejects naming `what` after `ms` (the timer never outlives the race). */
+export async function withTimeout<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([work, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

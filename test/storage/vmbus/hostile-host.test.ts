@@ -6,6 +6,7 @@ import { VstorOperation } from '../../../src/storage/protocol.ts';
 import { StorvscController } from '../../../src/storage/vsc.ts';
 import type { SrbResult } from '../../../src/storage/vsc-channel.ts';
 import { StorvspDevice } from '../../../src/storage/vsp.ts';
+import { withTimeout } from './harness.ts';
 import { endpointPair, fakeDeviceBus, fakeGuestDevice, guestMemory } from './wire.ts';
 
 /**
@@ -191,12 +192,7 @@ describe('storvsc against a hostile host', () => {
           }
           // Stopping fails whatever is still waiting: nothing hangs.
           await controller.stop();
-          await Promise.race([
-            Promise.all(work),
-            new Promise((_, reject) =>
-              setTimeout(() => reject(new Error('a request never settled')), 2000),
-            ),
-          ]);
+          await withTimeout(Promise.all(work), 2000, 'a request never settled');
           assert.ok(
             settled.every((s) => s !== undefined),
             'every request settled',

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import type { WriteOptions } from '../../../src/storage/disk/block-device.ts';
 import { MemoryDisk } from '../../../src/storage/disk/memory-disk.ts';
-import { makeScsiRig } from './harness.ts';
+import { makeScsiRig, withTimeout } from './harness.ts';
 
 const MiB = 1024 * 1024;
 
@@ -165,12 +165,7 @@ describe('I/O through storvsc and storvsp', () => {
       const detached = await rig.vsp.detachDisk(1);
       assert.equal(detached.device, going);
       stop = true;
-      await Promise.race([
-        Promise.all(load),
-        new Promise((_, reject) =>
-          setTimeout(() => reject(new Error('I/O hung after removal')), 5000),
-        ),
-      ]);
+      await withTimeout(Promise.all(load), 5000, 'I/O hung after removal');
       assert.ok(failures > 0, 'in-flight or later I/O failed');
       assert.ok(acked.length > 0, 'some writes completed before the removal');
       // Every acknowledged write is on the backend (a later write to the same block may have replaced it).
