@@ -2,7 +2,7 @@
  * The guest's NBD exports of its storvsc disks, so real programs (fio,
  * nbdfuse, qemu-img, nbdcopy) can use them: one NBD server per disk, on a
  * Unix socket in a directory (<dir>/<prefix>-lun<N>.sock) or on loopback TCP
- * (port base + LUN). A disk that goes away has its server closed: requests
+ * (port base + LUN, or any free port). A disk that goes away has its server closed: requests
  * in flight fail (the disk is already marked removed) and are answered,
  * then the connections end.
  */
@@ -14,7 +14,7 @@ import { NbdServer } from './nbd/server.ts';
 export interface ExportPlacement {
   /** Directory for the Unix sockets. */
   readonly socketDir?: string;
-  /** TCP port of LUN 0 on 127.0.0.1 (LUN n listens on base + n). */
+  /** TCP port of LUN 0 on 127.0.0.1 (LUN n listens on base + n); 0 = any free port per LUN. */
   readonly tcpPortBase?: number;
 }
 

@@ -16,7 +16,7 @@
  *       - memory: 64M          # a scratch disk in host memory
  *     export:                  # where the guest serves its disks over NBD
  *       socket_dir: /tmp/vm    # <dir>/<vm>-scsi<N>-lun<L>.sock (default: the hvkit run directory)
- *       # tcp_port: 10809      # or 127.0.0.1:<tcp_port + LUN>
+ *       # tcp_port: 10809      # or 127.0.0.1:<tcp_port + LUN> (0: any free port)
  * ```
  *
  * Disks can also be attached and detached while the VM runs (control
@@ -112,7 +112,7 @@ export const scsiSchema = z
     export: z
       .object({
         socket_dir: z.string().min(1).optional(),
-        tcp_port: z.number().int().min(1).max(65535).optional(),
+        tcp_port: z.number().int().min(0).max(65535).optional(),
       })
       .strict()
       .optional(),
@@ -203,10 +203,7 @@ async function openConfiguredDisk(disk: {
   format?: DiskFormat | undefined;
 }): Promise<{ device: BlockDevice; source: string }> {
   if (disk.memory !== undefined) {
-    return {
-      device: new MemoryDisk(disk.memory, { readOnly: disk.read_only }),
-      source: `memory:${human(disk.memory)}`,
-    };
+    return { device: new MemoryDisk(disk.memory, { readOnly: disk.read_only }), source: 'memory' };
   }
   const path = disk.path!;
   const target = /^nbd(\+unix)?:\/\//.test(path) ? path : resolve(path);
@@ -231,7 +228,7 @@ function controllerSummary(index: number, vsp: StorvspDevice): string {
       : disks
           .map(
             (d) =>
-              `LUN ${d.lun} ${human(d.capacity)} ${d.format} ${d.source}${d.readOnly ? ' (read-only)' : ''}`,
+              `LUN ${d.lun} ${human(d.capacity)} ${d.format}${d.source === d.format ? '' : ` ${d.source}`}${d.readOnly ? ' (read-only)' : ''}`,
           )
           .join(', ');
   const totals = vsp.totals();
@@ -471,7 +468,8 @@ export const scsiKind: DeviceKind<ScsiConfig> = {
                 : c.disks
                     .map((d) => `LUN ${d.lun} ${human(d.capacity)} ${d.uri ?? '(not exported)'}`)
                     .join(', ');
-            return `scsi${c.controller} protocol ${c.version}, ${c.channels.length} channels: ${disks}`;
+            const n = c.channels.length;
+            return `scsi${c.controller} protocol ${c.version}, ${n} channel${n === 1 ? '' : 's'}: ${disks}`;
           })
           .concat(failures.map((f) => `probe failed: ${f.error}`))
           .join('; ');

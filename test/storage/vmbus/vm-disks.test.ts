@@ -5,6 +5,7 @@ import { mkdir, readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { callVm } from '../../../src/cli/control-client.ts';
+import { connectNbd } from '../../../src/storage/nbd/client.ts';
 import { hvkit } from '../../cli/hvkit.ts';
 import {
   bootVm,
@@ -50,6 +51,8 @@ describe('a VM with a VHDX and a raw disk on one SCSI controller', () => {
           ],
           export: { socket_dir: dir },
         },
+        // A second controller: one channel, a scratch disk, exported on loopback TCP.
+        { type: 'scsi', channels: 1, disks: [{ memory: '8M', lun: 3 }], export: { tcp_port: 0 } },
       ],
     });
 
@@ -74,6 +77,22 @@ describe('a VM with a VHDX and a raw disk on one SCSI controller', () => {
     const socket1 = join(dir, 'storage-e2e-scsi0-lun1.sock');
     assert.equal(guest.disks[0]!.uri, `nbd+unix:///?socket=${socket0}`);
     assert.equal(guest.disks[1]!.uri, `nbd+unix:///?socket=${socket1}`);
+    // The second controller is a device of its own, with its own instance and channel.
+    const second = guestController(status, 1);
+    assert.equal(second.channels.length, 1);
+    assert.deepEqual(
+      hostController(status, 1).disks.map((d) => [d.lun, d.capacity, d.format]),
+      [[3, 8 * MiB, 'memory']],
+    );
+    assert.equal(second.disks[0]!.lun, 3);
+    assert.match(second.disks[0]!.uri ?? '', /^nbd:\/\/127\.0\.0\.1:\d+\/$/);
+    const tcp = await connectNbd(second.disks[0]!.uri!);
+    const block = randomBytes(65536);
+    await tcp.write(8 * MiB - 65536, block);
+    const echo = new Uint8Array(65536);
+    await tcp.read(8 * MiB - 65536, echo);
+    assert.deepEqual(echo, new Uint8Array(block));
+    await tcp.close();
     const text = await hvkit(['status', '--socket', vm.control]);
     assert.match(
       text.stdout,
@@ -82,6 +101,11 @@ describe('a VM with a VHDX and a raw disk on one SCSI controller', () => {
     assert.match(
       text.stdout,
       /guest storvsc: scsi0 protocol 6\.2, 2 channels: LUN 0 64\.0M nbd\+unix/,
+    );
+    assert.match(text.stdout, /host scsi1: protocol 6\.2, LUN 3 8\.0M memory/);
+    assert.match(
+      text.stdout,
+      /scsi1 protocol 6\.2, 1 channel: LUN 3 8\.0M nbd:\/\/127\.0\.0\.1:\d+/,
     );
 
     // 2. fio random writes of 4 KiB..1 MiB with crc32c verification, over both channels.
