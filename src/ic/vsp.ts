@@ -45,6 +45,34 @@ export interface IcHostOptions {
   readonly log?: (message: string) => void;
 }
 
+/** What every host service's constructor takes besides its own options. */
+export interface IcServiceOptions {
+  /** Versions to offer instead of the service's defaults. */
+  readonly frameworkVersions?: readonly number[];
+  readonly serviceVersions?: readonly number[];
+  readonly negotiateTimeoutMs?: number;
+  readonly log?: (message: string) => void;
+}
+
+/** A service's IcHostOptions: its identity and defaults, overridden by the caller's options. */
+export function hostOptions(
+  service: Pick<
+    IcHostOptions,
+    'name' | 'classId' | 'messageType' | 'frameworkVersions' | 'serviceVersions'
+  >,
+  options: IcServiceOptions,
+): IcHostOptions {
+  return {
+    ...service,
+    frameworkVersions: options.frameworkVersions ?? service.frameworkVersions,
+    serviceVersions: options.serviceVersions ?? service.serviceVersions,
+    ...(options.negotiateTimeoutMs !== undefined
+      ? { negotiateTimeoutMs: options.negotiateTimeoutMs }
+      : {}),
+    ...(options.log ? { log: options.log } : {}),
+  };
+}
+
 /** An answer to a request: its status, the whole message and its body. */
 export interface IcReply {
   readonly status: number;

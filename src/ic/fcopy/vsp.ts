@@ -21,7 +21,7 @@ import {
   W_MAX_PATH,
 } from '../protocol.ts';
 import { encodeUtf16z } from '../utf16.ts';
-import { IcError, IcVsp } from '../vsp.ts';
+import { hostOptions, IcError, type IcServiceOptions, IcVsp } from '../vsp.ts';
 
 export interface FcopyStart {
   /** Guest directory, e.g. /var/tmp. */
@@ -53,22 +53,19 @@ export class FcopyVsp extends IcVsp {
   bytes = 0;
   private active: string | undefined;
 
-  constructor(
-    private readonly fcopy: {
-      timeoutMs?: number;
-      frameworkVersions?: readonly number[];
-      serviceVersions?: readonly number[];
-      log?: (message: string) => void;
-    } = {},
-  ) {
-    super({
-      name: 'fcopy',
-      classId: DeviceClass.fcopy,
-      messageType: IcMessageType.Fcopy,
-      frameworkVersions: fcopy.frameworkVersions ?? HOST_IC_VERSIONS.framework,
-      serviceVersions: fcopy.serviceVersions ?? HOST_IC_VERSIONS.fcopy,
-      ...(fcopy.log ? { log: fcopy.log } : {}),
-    });
+  constructor(private readonly fcopy: IcServiceOptions & { timeoutMs?: number } = {}) {
+    super(
+      hostOptions(
+        {
+          name: 'fcopy',
+          classId: DeviceClass.fcopy,
+          messageType: IcMessageType.Fcopy,
+          frameworkVersions: HOST_IC_VERSIONS.framework,
+          serviceVersions: HOST_IC_VERSIONS.fcopy,
+        },
+        fcopy,
+      ),
+    );
   }
 
   /** The guest path of the copy in progress, if any. */

@@ -15,15 +15,12 @@ import {
   IcMessageType,
   version,
 } from '../protocol.ts';
-import { type IcReply, IcVsp } from '../vsp.ts';
+import { hostOptions, type IcReply, type IcServiceOptions, IcVsp } from '../vsp.ts';
 
 export type HeartbeatHealth = 'waiting' | 'healthy' | 'late' | 'lost' | 'unavailable';
 
-export interface HeartbeatOptions {
+export interface HeartbeatOptions extends IcServiceOptions {
   readonly intervalMs: number;
-  readonly frameworkVersions?: readonly number[];
-  readonly serviceVersions?: readonly number[];
-  readonly log?: (message: string) => void;
 }
 
 export class HeartbeatVsp extends IcVsp {
@@ -47,14 +44,18 @@ export class HeartbeatVsp extends IcVsp {
   private timer: ReturnType<typeof setInterval> | undefined;
 
   constructor(private readonly heartbeat: HeartbeatOptions) {
-    super({
-      name: 'heartbeat',
-      classId: DeviceClass.heartbeat,
-      messageType: IcMessageType.Heartbeat,
-      frameworkVersions: heartbeat.frameworkVersions ?? HOST_IC_VERSIONS.framework,
-      serviceVersions: heartbeat.serviceVersions ?? HOST_IC_VERSIONS.heartbeat,
-      ...(heartbeat.log ? { log: heartbeat.log } : {}),
-    });
+    super(
+      hostOptions(
+        {
+          name: 'heartbeat',
+          classId: DeviceClass.heartbeat,
+          messageType: IcMessageType.Heartbeat,
+          frameworkVersions: HOST_IC_VERSIONS.framework,
+          serviceVersions: HOST_IC_VERSIONS.heartbeat,
+        },
+        heartbeat,
+      ),
+    );
   }
 
   get intervalMs(): number {

@@ -28,7 +28,7 @@ import {
   statusName,
 } from '../protocol.ts';
 import { decodeUtf16z, encodeUtf16z } from '../utf16.ts';
-import { IcError, type IcReply, IcVsp } from '../vsp.ts';
+import { hostOptions, IcError, type IcReply, type IcServiceOptions, IcVsp } from '../vsp.ts';
 import type { IpInfo } from './ip-info.ts';
 
 const BODY = hvKvpMsg.offsetOf('body');
@@ -54,13 +54,10 @@ export interface KvpEntry {
   readonly value: string;
 }
 
-export interface KvpHostOptions {
+export interface KvpHostOptions extends IcServiceOptions {
   /** How often to re-read the auto pool (0: only after negotiation). */
   readonly refreshMs?: number;
   readonly timeoutMs?: number;
-  readonly frameworkVersions?: readonly number[];
-  readonly serviceVersions?: readonly number[];
-  readonly log?: (message: string) => void;
 }
 
 export class KvpVsp extends IcVsp {
@@ -70,14 +67,18 @@ export class KvpVsp extends IcVsp {
   private timer: ReturnType<typeof setInterval> | undefined;
 
   constructor(private readonly kvp: KvpHostOptions = {}) {
-    super({
-      name: 'kvp',
-      classId: DeviceClass.kvp,
-      messageType: IcMessageType.KvpExchange,
-      frameworkVersions: kvp.frameworkVersions ?? HOST_IC_VERSIONS.framework,
-      serviceVersions: kvp.serviceVersions ?? HOST_IC_VERSIONS.kvp,
-      ...(kvp.log ? { log: kvp.log } : {}),
-    });
+    super(
+      hostOptions(
+        {
+          name: 'kvp',
+          classId: DeviceClass.kvp,
+          messageType: IcMessageType.KvpExchange,
+          frameworkVersions: HOST_IC_VERSIONS.framework,
+          serviceVersions: HOST_IC_VERSIONS.kvp,
+        },
+        kvp,
+      ),
+    );
   }
 
   protected override ready(_versions: NegotiatedVersions): void {

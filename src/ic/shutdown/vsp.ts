@@ -10,7 +10,7 @@ import {
   statusName,
 } from '../protocol.ts';
 import { encodeUtf16z } from '../utf16.ts';
-import { IcError, IcVsp } from '../vsp.ts';
+import { hostOptions, IcError, type IcServiceOptions, IcVsp } from '../vsp.ts';
 
 /** Size of shutdown_msg_data.display_message. */
 const DISPLAY_MESSAGE_BYTES = shutdownMsgData.size - shutdownMsgData.offsetOf('display_message');
@@ -36,21 +36,19 @@ export interface ShutdownResult {
 }
 
 export class ShutdownVsp extends IcVsp {
-  constructor(
-    options: {
-      frameworkVersions?: readonly number[];
-      serviceVersions?: readonly number[];
-      log?: (message: string) => void;
-    } = {},
-  ) {
-    super({
-      name: 'shutdown',
-      classId: DeviceClass.shutdown,
-      messageType: IcMessageType.Shutdown,
-      frameworkVersions: options.frameworkVersions ?? HOST_IC_VERSIONS.framework,
-      serviceVersions: options.serviceVersions ?? HOST_IC_VERSIONS.shutdown,
-      ...(options.log ? { log: options.log } : {}),
-    });
+  constructor(options: IcServiceOptions = {}) {
+    super(
+      hostOptions(
+        {
+          name: 'shutdown',
+          classId: DeviceClass.shutdown,
+          messageType: IcMessageType.Shutdown,
+          frameworkVersions: HOST_IC_VERSIONS.framework,
+          serviceVersions: HOST_IC_VERSIONS.shutdown,
+        },
+        options,
+      ),
+    );
   }
 
   /** Sends the request; resolves with the guest's answer (S_OK: it is shutting down). */

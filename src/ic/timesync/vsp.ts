@@ -14,14 +14,11 @@ import {
   TimesyncFlags,
   version,
 } from '../protocol.ts';
-import { IcVsp } from '../vsp.ts';
+import { hostOptions, type IcServiceOptions, IcVsp } from '../vsp.ts';
 import { referenceTime, wallTime } from './clock.ts';
 
-export interface TimesyncOptions {
+export interface TimesyncOptions extends IcServiceOptions {
   readonly intervalMs: number;
-  readonly frameworkVersions?: readonly number[];
-  readonly serviceVersions?: readonly number[];
-  readonly log?: (message: string) => void;
 }
 
 export class TimesyncVsp extends IcVsp {
@@ -30,14 +27,18 @@ export class TimesyncVsp extends IcVsp {
   private timer: ReturnType<typeof setInterval> | undefined;
 
   constructor(private readonly timesync: TimesyncOptions) {
-    super({
-      name: 'timesync',
-      classId: DeviceClass.timesync,
-      messageType: IcMessageType.Timesync,
-      frameworkVersions: timesync.frameworkVersions ?? HOST_IC_VERSIONS.framework,
-      serviceVersions: timesync.serviceVersions ?? HOST_IC_VERSIONS.timesync,
-      ...(timesync.log ? { log: timesync.log } : {}),
-    });
+    super(
+      hostOptions(
+        {
+          name: 'timesync',
+          classId: DeviceClass.timesync,
+          messageType: IcMessageType.Timesync,
+          frameworkVersions: HOST_IC_VERSIONS.framework,
+          serviceVersions: HOST_IC_VERSIONS.timesync,
+        },
+        timesync,
+      ),
+    );
   }
 
   protected override ready(_versions: NegotiatedVersions): void {

@@ -14,7 +14,7 @@ import {
   statusName,
   VssOperation,
 } from '../protocol.ts';
-import { IcError, IcVsp } from '../vsp.ts';
+import { hostOptions, IcError, type IcServiceOptions, IcVsp } from '../vsp.ts';
 
 const FLAGS = hvVssMsg.offsetOf('vss_cf.flags');
 
@@ -37,21 +37,19 @@ export class VssVsp extends IcVsp {
   failures = 0;
   lastResult = '';
 
-  constructor(
-    options: {
-      frameworkVersions?: readonly number[];
-      serviceVersions?: readonly number[];
-      log?: (message: string) => void;
-    } = {},
-  ) {
-    super({
-      name: 'vss',
-      classId: DeviceClass.vss_backup,
-      messageType: IcMessageType.Vss,
-      frameworkVersions: options.frameworkVersions ?? HOST_IC_VERSIONS.framework,
-      serviceVersions: options.serviceVersions ?? HOST_IC_VERSIONS.vss,
-      ...(options.log ? { log: options.log } : {}),
-    });
+  constructor(options: IcServiceOptions = {}) {
+    super(
+      hostOptions(
+        {
+          name: 'vss',
+          classId: DeviceClass.vss_backup,
+          messageType: IcMessageType.Vss,
+          frameworkVersions: HOST_IC_VERSIONS.framework,
+          serviceVersions: HOST_IC_VERSIONS.vss,
+        },
+        options,
+      ),
+    );
   }
 
   /** Sends one VSS operation; resolves with the status and the answer's flags. */
