@@ -26,7 +26,9 @@ export function shutdownCommand(): Command {
         restart: options.restart === true,
         ...(options.message !== undefined ? { message: options.message } : {}),
       })) as { statusName: string; action: string };
-      console.log(`the guest accepted the ${result.action} with ${result.statusName} and is stopping`);
+      console.log(
+        `the guest accepted the ${result.action} with ${result.statusName} and is stopping`,
+      );
     }),
   );
 }
