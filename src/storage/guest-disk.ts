@@ -287,7 +287,12 @@ export class GuestScsiDisk implements BlockDevice {
     let total = 0;
     for (const t of targets) total += t.length;
     this.check(offset, total, false);
-    await this.pieces(total, (at, length) => this.readPiece(offset, at, length, targets));
+    const max = this.maxPiece();
+    if (total <= max) {
+      if (total > 0) await this.readPiece(offset, 0, total, targets);
+      return;
+    }
+    await this.pieces(total, max, (at, length) => this.readPiece(offset, at, length, targets));
   }
 
   async write(offset: number, source: Uint8Array, options?: WriteOptions): Promise<void> {
@@ -303,19 +308,26 @@ export class GuestScsiDisk implements BlockDevice {
     for (const s of sources) total += s.length;
     this.check(offset, total, true);
     const fua = options?.fua === true;
-    await this.pieces(total, (at, length) => this.writePiece(offset, at, length, sources, fua));
-  }
-
-  /** Splits a transfer of `total` bytes into pieces of at most the maximum, run at once. */
-  private async pieces(
-    total: number,
-    piece: (at: number, length: number) => Promise<void>,
-  ): Promise<void> {
-    const max = Math.min(this.transport.maxTransfer, this.info.maxTransferBytes);
+    const max = this.maxPiece();
     if (total <= max) {
-      if (total > 0) await piece(0, total);
+      if (total > 0) await this.writePiece(offset, 0, total, sources, fua);
       return;
     }
+    await this.pieces(total, max, (at, length) =>
+      this.writePiece(offset, at, length, sources, fua),
+    );
+  }
+
+  private maxPiece(): number {
+    return Math.min(this.transport.maxTransfer, this.info.maxTransferBytes);
+  }
+
+  /** Splits a transfer of `total` bytes into pieces of at most `max`, run at once. */
+  private async pieces(
+    total: number,
+    max: number,
+    piece: (at: number, length: number) => Promise<void>,
+  ): Promise<void> {
     const work: Promise<void>[] = [];
     for (let at = 0; at < total; at += max) work.push(piece(at, Math.min(max, total - at)));
     const results = await Promise.allSettled(work);
@@ -332,7 +344,7 @@ export class GuestScsiDisk implements BlockDevice {
     const buffer = await this.pool().acquire(length);
     try {
       const lba = (offset + at) / this.info.blockSize;
-      const cdb = cdbs.read16({ lba, blocks: length / this.info.blockSize });
+      const cdb = rw16(0x88, lba, length / this.info.blockSize, false);
       await this.run('READ(16)', cdb, 'in', buffer, offset + at);
       scatter(buffer, targets, at, length);
     } finally {
@@ -351,7 +363,7 @@ export class GuestScsiDisk implements BlockDevice {
     try {
       gather(buffer, sources, at, length);
       const lba = (offset + at) / this.info.blockSize;
-      const cdb = cdbs.write16({ lba, blocks: length / this.info.blockSize, fua });
+      const cdb = rw16(0x8a, lba, length / this.info.blockSize, fua);
       await this.run('WRITE(16)', cdb, 'out', buffer, offset + at);
     } finally {
       buffer.release();
@@ -411,6 +423,31 @@ export class GuestScsiDisk implements BlockDevice {
   async close(): Promise<void> {
     this.closed = true;
   }
+}
+
+/**
+ * READ(16) / WRITE(16) for the data path (SBC-3 5.16, 5.40), built without
+ * BigInt: the LBA is below 2^53 and goes in as two 32-bit halves.
+ */
+function rw16(op: number, lba: number, blocks: number, fua: boolean): Uint8Array {
+  const cdb = new Uint8Array(16);
+  cdb[0] = op;
+  cdb[1] = fua ? 0x08 : 0;
+  const hi = Math.floor(lba / 0x1_0000_0000);
+  const lo = lba >>> 0;
+  cdb[2] = hi >>> 24;
+  cdb[3] = (hi >>> 16) & 0xff;
+  cdb[4] = (hi >>> 8) & 0xff;
+  cdb[5] = hi & 0xff;
+  cdb[6] = lo >>> 24;
+  cdb[7] = (lo >>> 16) & 0xff;
+  cdb[8] = (lo >>> 8) & 0xff;
+  cdb[9] = lo & 0xff;
+  cdb[10] = blocks >>> 24;
+  cdb[11] = (blocks >>> 16) & 0xff;
+  cdb[12] = (blocks >>> 8) & 0xff;
+  cdb[13] = blocks & 0xff;
+  return cdb;
 }
 
 /** Copies `length` bytes of the buffer to the targets starting `at` bytes into them. */

@@ -69,6 +69,11 @@ export class StorvscError extends Error {
 interface Pending {
   readonly packet: Uint8Array;
   readonly view: DataView;
+  /** The bytes to send (the packet, or its first 48 bytes before Windows 8). */
+  bytes: Uint8Array;
+  /** The one GPA range (the request's buffer), or none. */
+  readonly ranges: (GuestBuffer | undefined)[];
+  id: number;
   length: number;
   resolve: (result: SrbResult) => void;
   reject: (error: Error) => void;
@@ -108,6 +113,10 @@ export class StorvscChannel {
     | { resolve: (reply: Uint8Array) => void; reject: (error: Error) => void }
     | undefined;
   private failure: string | undefined;
+  /** Requests waiting to be written to the ring (sent together, see flushOutbox). */
+  private readonly outbox: Pending[] = [];
+  private flushScheduled = false;
+  private waitingForRoom = false;
 
   constructor(
     readonly channel: GuestChannel,
@@ -251,19 +260,86 @@ export class StorvscChannel {
       pending.resolve = resolve;
       pending.reject = reject;
     });
-    const bytes = size === VSTOR_PACKET_SIZE ? p : p.subarray(0, size);
-    const buffer = length > 0 ? command.buffer : undefined;
-    void this.sendRaw(bytes, buffer, id, 0).then((error) => {
-      if (!error) return;
-      // Never sent: take the slot back (unless a hostile host already "completed" it).
-      const reject = pending.reject;
-      if (this.requests.get(id) === pending) {
-        this.requests.complete(id, 0);
-        this.finish(pending);
-      }
-      reject(error);
-    });
+    pending.id = id;
+    pending.bytes = size === VSTOR_PACKET_SIZE ? p : p.subarray(0, size);
+    pending.ranges[0] = length > 0 ? command.buffer : undefined;
+    this.outbox.push(pending);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushOutbox);
+    }
     return promise;
+  }
+
+  /**
+   * Sends what execute() queued, all in one batch: the ring's write index is
+   * published once and the host signalled at most once for every request
+   * started in this turn of the event loop. When the ring is full the rest
+   * waits for the host to free room.
+   */
+  private readonly flushOutbox = (): void => {
+    this.flushScheduled = false;
+    if (this.waitingForRoom) return;
+    const endpoint = this.channel.endpoint;
+    let full: Pending | undefined;
+    endpoint.batch(() => {
+      while (this.outbox.length > 0) {
+        const pending = this.outbox[0]!;
+        const buffer = pending.ranges[0];
+        const result = this.failure
+          ? 'corrupt'
+          : buffer
+            ? endpoint.sendGpaDirect(
+                pending.ranges as GuestBuffer[],
+                pending.bytes,
+                pending.id,
+                0,
+                true,
+              )
+            : endpoint.sendInband(pending.bytes, pending.id, 0, true);
+        if (result === 'full') {
+          full = pending;
+          return;
+        }
+        this.outbox.shift();
+        if (result === 'corrupt') {
+          this.unsent(
+            pending,
+            new StorvscError(
+              this.failure ?? `channel ${this.index} is ${endpoint.state}: ${endpoint.error}`,
+            ),
+          );
+        }
+      }
+    });
+    if (!full) return;
+    this.counters.ringFull++;
+    const head: Pending = full;
+    const buffer = head.ranges[0];
+    const packetBytes = buffer
+      ? 24 + 8 + 8 * buffer.pfns.length + ((head.bytes.length + 7) & ~7)
+      : 16 + ((head.bytes.length + 7) & ~7);
+    this.waitingForRoom = true;
+    void endpoint.waitForSpace(packetBytes).then((ok) => {
+      this.waitingForRoom = false;
+      if (!ok) {
+        const error = new StorvscError(`channel ${this.index} closed while waiting for ring space`);
+        for (const p of this.outbox.splice(0)) this.unsent(p, error);
+        return;
+      }
+      this.flushOutbox();
+    });
+  };
+
+  /** A request that never reached the ring: its slot comes back and it fails. */
+  private unsent(pending: Pending, error: Error): void {
+    const reject = pending.reject;
+    // Unless a hostile host already "completed" the id (the slot may belong to another request now).
+    if (this.requests.get(pending.id) === pending) {
+      this.requests.complete(pending.id, 0);
+      this.finish(pending);
+    }
+    reject(error);
   }
 
   /** Sends, waiting for ring space as needed; resolves with an error, or undefined when sent. */
@@ -401,9 +477,12 @@ export class StorvscChannel {
   fail(reason: string): void {
     this.failure ??= reason;
     const error = new StorvscError(reason);
+    // Queued requests are in the requestor too: they fail with the rest.
+    this.outbox.length = 0;
     for (const pending of this.requests.drain()) {
+      const reject = pending.reject;
       this.finish(pending);
-      pending.reject(error);
+      reject(error);
     }
     this.counters.inFlight = 0;
     const init = this.init;
@@ -419,6 +498,9 @@ function newPending(): Pending {
   return {
     packet,
     view: new DataView(packet.buffer),
+    bytes: packet,
+    ranges: [undefined],
+    id: 0,
     length: 0,
     resolve: () => {},
     reject: () => {},

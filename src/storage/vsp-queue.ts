@@ -78,6 +78,9 @@ export class StorvspQueue {
   readonly counters: QueueCounters;
   private readonly pool: SrbRequest[] = [];
   private readonly backlog: Pending[] = [];
+  /** Completions to send at the end of this turn of the event loop. */
+  private readonly outbox: Pending[] = [];
+  private flushScheduled = false;
   private pumping = false;
   closed = false;
 
@@ -189,22 +192,53 @@ export class StorvspQueue {
     this.send(request.reply(), request.transLo, request.transHi, request);
   }
 
-  /** Sends a completion (in order behind any that wait for room). */
+  /**
+   * Sends a completion. Completions that finish in the same turn of the event
+   * loop go out together (one publish of the write index, at most one signal
+   * to the guest); those that find the ring full wait, in order, for room.
+   */
   send(bytes: Uint8Array, lo: number, hi: number, request?: SrbRequest): void {
-    if (this.backlog.length === 0 && !this.closed) {
-      const result = this.endpoint.sendCompletion(lo, hi, bytes);
-      if (result !== 'full') {
-        if (request) this.pool.push(request);
-        return;
-      }
-    }
     if (this.closed) {
       if (request) this.pool.push(request);
       return;
     }
-    this.counters.backlogged++;
-    this.backlog.push({ bytes, lo, hi, request });
+    this.outbox.push({ bytes, lo, hi, request });
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushOutbox);
+    }
+  }
+
+  private readonly flushOutbox = (): void => {
+    this.flushScheduled = false;
+    if (this.backlog.length > 0 || this.closed) {
+      // Behind completions that wait for room (or nowhere to go): keep the order.
+      for (const p of this.outbox.splice(0)) this.backlog.push(p);
+      if (this.closed) this.dropBacklog();
+      else void this.pump();
+      return;
+    }
+    const outbox = this.outbox;
+    const endpoint = this.endpoint;
+    let sent = 0;
+    endpoint.batch(() => {
+      for (; sent < outbox.length; sent++) {
+        const next = outbox[sent]!;
+        if (endpoint.sendCompletion(next.lo, next.hi, next.bytes) === 'full') return;
+        if (next.request) this.pool.push(next.request);
+      }
+    });
+    if (sent === outbox.length) {
+      outbox.length = 0;
+      return;
+    }
+    this.counters.backlogged += outbox.length - sent;
+    for (const p of outbox.splice(0).slice(sent)) this.backlog.push(p);
     void this.pump();
+  };
+
+  private dropBacklog(): void {
+    for (const p of this.backlog.splice(0)) if (p.request) this.pool.push(p.request);
   }
 
   /** Sends an unsolicited packet (transaction id 0, no completion asked). */
@@ -236,7 +270,7 @@ export class StorvspQueue {
         const packetBytes = 16 + ((next.bytes.length + 7) & ~7);
         if (result === 'full' && (await this.endpoint.waitForSpace(packetBytes))) continue;
         // The channel is gone: nothing more can be sent on it.
-        for (const p of this.backlog.splice(0)) if (p.request) this.pool.push(p.request);
+        this.dropBacklog();
         return;
       }
     } finally {

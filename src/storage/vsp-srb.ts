@@ -126,15 +126,6 @@ export class SrbRequest {
     let left = length;
     let runStart = -1;
     let runLength = 0;
-    const flush = (): string | undefined => {
-      if (runLength === 0) return undefined;
-      if (!memory.contains(runStart, runLength)) {
-        return `page list names guest bytes [0x${runStart.toString(16)}, +${runLength}) outside guest memory`;
-      }
-      this.buffers.push(memory.bytes(runStart, runLength));
-      runLength = 0;
-      return undefined;
-    };
     for (let r = 0; r < ranges.count && left > 0; r++) {
       let offset = ranges.byteOffset[r]!;
       let inRange = ranges.byteCount[r]!;
@@ -146,7 +137,7 @@ export class SrbRequest {
         if (runLength > 0 && runStart + runLength === gpa) {
           runLength += n;
         } else {
-          const error = flush();
+          const error = this.mapRun(memory, runStart, runLength);
           if (error) return error;
           runStart = gpa;
           runLength = n;
@@ -156,7 +147,21 @@ export class SrbRequest {
         offset = 0;
       }
     }
-    return flush();
+    return this.mapRun(memory, runStart, runLength);
+  }
+
+  /** Adds a view of one contiguous run of guest bytes. */
+  private mapRun(
+    memory: GuestMemoryAccess,
+    start: number,
+    length: number,
+  ): SrbRejection | undefined {
+    if (length === 0) return undefined;
+    if (!memory.contains(start, length)) {
+      return `page list names guest bytes [0x${start.toString(16)}, +${length}) outside guest memory`;
+    }
+    this.buffers.push(memory.bytes(start, length));
+    return undefined;
   }
 
   /** Rewrites the packet into a COMPLETE_IO for the target's result. */
