@@ -4,6 +4,7 @@ import { callVm, socketFor, type TargetOptions, targetOptions, withVm } from './
 interface ShutdownOptions extends TargetOptions {
   force?: boolean;
   restart?: boolean;
+  hibernate?: boolean;
   message?: string;
 }
 
@@ -17,6 +18,7 @@ export function shutdownCommand(): Command {
     .description('ask the guest to shut down (or restart) through the shutdown integration service')
     .option('--force', 'a forced shutdown (the guest still shuts down cleanly)')
     .option('--restart', 'restart instead of shutting down (hvkit run boots the VM again)')
+    .option('--hibernate', 'hibernate instead (guests that cannot refuse with E_FAIL)')
     .option('--message <text>', 'text shown to the guest with the request');
   for (const option of targetOptions()) command.addOption(option);
   return command.action((options: ShutdownOptions) =>
@@ -24,6 +26,7 @@ export function shutdownCommand(): Command {
       const result = (await callVm(socketFor(options), 'shutdown', {
         force: options.force === true,
         restart: options.restart === true,
+        hibernate: options.hibernate === true,
         ...(options.message !== undefined ? { message: options.message } : {}),
       })) as { statusName: string; action: string };
       console.log(

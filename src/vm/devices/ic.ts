@@ -342,7 +342,14 @@ export const icKind: DeviceKind<IcConfig> = {
         if (!result.accepted) {
           throw new Error(`the guest refused to shut down: it answered ${result.statusName}`);
         }
-        return { ...result, action: flag(args, 'restart') ? 'restart' : 'shutdown' };
+        return {
+          ...result,
+          action: flag(args, 'restart')
+            ? 'restart'
+            : flag(args, 'hibernate')
+              ? 'hibernation'
+              : 'shutdown',
+        };
       },
 
       kvp: async (args) => {
