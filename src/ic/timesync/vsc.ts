@@ -49,25 +49,34 @@ export class TimesyncService implements IcGuestService {
   format: 'v4' | 'v1' | undefined;
   private readonly recent: bigint[] = [];
 
-  constructor(private readonly options: TimesyncServiceOptions) {}
+  constructor(private readonly options: TimesyncServiceOptions) {
+    // Warm the clock paths up so the first sample is not measured through a compile.
+    referenceTime();
+    options.clock.now();
+  }
 
   handle({ header, body, versions }: IcRequest): IcAnswer {
+    // Both clocks read together, first, so nothing that happens while the
+    // message is parsed counts as offset.
+    const referenceNow = referenceTime();
+    const guestNow = this.options.clock.now();
     const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
     let hostTime: bigint;
     let flags: number;
     if (versions.service > version(3, 0)) {
       if (body.length < ictimesyncRefData.size) return 'drop';
       // The host read its clock at vmreferencetime; add what has passed since.
-      hostTime = PARENT.get(view, 0) + (referenceTime() - REFERENCE.get(view, 0));
+      hostTime = PARENT.get(view, 0) + (referenceNow - REFERENCE.get(view, 0));
       flags = REF_FLAGS.get(view, 0);
       this.format = 'v4';
     } else {
       if (body.length < ictimesyncData.size) return 'drop';
+      // No reference time: the sample is taken as current (Linux does the same).
       hostTime = OLD_PARENT.get(view, 0);
       flags = OLD_FLAGS.get(view, 0);
       this.format = 'v1';
     }
-    const measured = this.options.clock.now() - hostTime;
+    const measured = guestNow - hostTime;
     this.samples++;
     this.recent.push(measured);
     if (this.recent.length > WINDOW) this.recent.shift();

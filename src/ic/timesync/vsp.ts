@@ -65,18 +65,20 @@ export class TimesyncVsp extends IcVsp {
     const size = v4 ? ictimesyncRefData.size : ictimesyncData.size;
     const message = this.message(size);
     const at = message.length - size;
-    // Read the clocks last, right before the message leaves.
+    // Read the clocks last, together, right before the message leaves.
+    const now = wallTime();
+    const reference = referenceTime();
     if (v4) {
       ictimesyncRefData.writeInto(message, at, {
-        parenttime: wallTime(),
-        vmreferencetime: referenceTime(),
+        parenttime: now,
+        vmreferencetime: reference,
         flags,
         leapflags: 0,
         stratum: 0,
       });
     } else {
       ictimesyncData.writeInto(message, at, {
-        parenttime: wallTime(),
+        parenttime: now,
         childtime: 0n,
         roundtriptime: 0n,
         flags,
