@@ -341,7 +341,8 @@ export class GuestScsiDisk implements BlockDevice {
     length: number,
     targets: readonly Uint8Array[],
   ): Promise<void> {
-    const buffer = await this.pool().acquire(length);
+    const pending = this.pool().acquire(length);
+    const buffer = pending instanceof Promise ? await pending : pending;
     try {
       const lba = (offset + at) / this.info.blockSize;
       const cdb = rw16(0x88, lba, length / this.info.blockSize, false);
@@ -359,7 +360,8 @@ export class GuestScsiDisk implements BlockDevice {
     sources: readonly Uint8Array[],
     fua: boolean,
   ): Promise<void> {
-    const buffer = await this.pool().acquire(length);
+    const pending = this.pool().acquire(length);
+    const buffer = pending instanceof Promise ? await pending : pending;
     try {
       gather(buffer, sources, at, length);
       const lba = (offset + at) / this.info.blockSize;

@@ -266,13 +266,21 @@ export class StorvscController implements ScsiTransport {
 
   // --- requests ----------------------------------------------------------------
 
-  /** Runs one SCSI request on the least busy channel. */
-  async submit(command: SrbCommand): Promise<SrbResult> {
+  /** Runs one SCSI request on the least busy channel (waiting for a free slot when all are taken). */
+  submit(command: SrbCommand): Promise<SrbResult> {
+    if (this.state !== 'ready') {
+      return Promise.reject(new StorvscError(`storvsc controller is ${this.state}`));
+    }
+    const channel = this.pickChannel();
+    return channel ? channel.execute(command) : this.submitLater(command);
+  }
+
+  private async submitLater(command: SrbCommand): Promise<SrbResult> {
     for (;;) {
+      await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
       if (this.state !== 'ready') throw new StorvscError(`storvsc controller is ${this.state}`);
       const channel = this.pickChannel();
       if (channel) return channel.execute(command);
-      await new Promise<void>((resolve) => this.slotWaiters.push(resolve));
     }
   }
 
