@@ -2,10 +2,11 @@
  * The guest side of an integration service: a VMBus driver for one IC class
  * that opens the channel (16 KiB rings), answers version negotiation and
  * hands each service message to the service, then sends the answer back in
- * place (Linux drivers/hv/hv_util.c). Messages are handled one at a time: a
- * service that answers asynchronously (KVP, VSS) keeps the next message in
- * the ring until it is done, as Linux's util drivers stop reading while a
- * transaction is with their daemon.
+ * place (Linux drivers/hv/hv_util.c). Messages are handled one at a time: while
+ * a service works on one asynchronously (VSS hooks), later messages wait
+ * their turn, as Linux's util drivers handle one transaction before reading
+ * the next. (They wait in a bounded queue rather than in the ring: the
+ * channel's deferral is for a full outbound ring only.)
  *
  * The host is not trusted: a message too short for its headers, of the
  * wrong packet type or larger than the service accepts is dropped and
@@ -68,6 +69,16 @@ export interface IcDriverStats {
   unsent: number;
 }
 
+/** Messages that may wait while the service is busy or paused; more are dropped. */
+const MAX_WAITING = 64;
+
+interface Waiting {
+  readonly buffer: Uint8Array;
+  readonly length: number;
+  readonly transLo: number;
+  readonly transHi: number;
+}
+
 /** Largest negotiation answer we write into (counts plus two version slots). */
 const NEGOTIATE_ANSWER_BYTES = ICMSG_HDR + icmsgNegotiate.size + 8;
 
@@ -84,6 +95,7 @@ export class IcDriver implements VmbusDriver {
   private relid = -1;
   private busy = false;
   private paused = false;
+  private readonly waiting: Waiting[] = [];
 
   constructor(
     readonly service: IcGuestService,
@@ -118,13 +130,14 @@ export class IcDriver implements VmbusDriver {
     if (!channel || device.offer.relid !== this.relid) return;
     this.channel = undefined;
     this.relid = -1;
+    this.waiting.length = 0;
     this.service.closed?.();
     await channel.close();
   }
 
   /**
-   * Stops reading the channel (messages wait in the ring), as a stalled or
-   * suspending guest does; `resume` reads on.
+   * Stops handling messages (they wait, unanswered), as a stalled or
+   * suspending guest does; `resume` handles them and goes on.
    */
   pause(): void {
     this.paused = true;
@@ -132,7 +145,7 @@ export class IcDriver implements VmbusDriver {
 
   resume(): void {
     this.paused = false;
-    this.channel?.endpoint.drain();
+    this.pump();
   }
 
   private drop(reason: string): true {
@@ -147,7 +160,6 @@ export class IcDriver implements VmbusDriver {
   }
 
   private receive(packet: PacketView): boolean {
-    if (this.busy || this.paused) return false;
     if (packet.type !== PacketType.DataInband) {
       return this.drop(`packet type ${packet.type} is not in-band data`);
     }
@@ -159,11 +171,35 @@ export class IcDriver implements VmbusDriver {
     // message is shorter (only `length` bytes go back).
     const buffer = new Uint8Array(Math.max(length, NEGOTIATE_ANSWER_BYTES));
     buffer.set(packet.payload().subarray(0, length));
+    const waiting = { buffer, length, transLo: packet.transLo, transHi: packet.transHi };
+    if (this.busy || this.paused || this.waiting.length > 0) {
+      // One message at a time: later ones wait their turn (bounded: the
+      // host may have only one request outstanding per service).
+      if (this.waiting.length >= MAX_WAITING) {
+        return this.drop(`${MAX_WAITING} messages already wait for the service`);
+      }
+      this.waiting.push(waiting);
+      return true;
+    }
+    this.process(waiting);
+    return true;
+  }
+
+  /** Handles waiting messages while the service is free. */
+  private pump(): void {
+    while (!this.busy && !this.paused && this.waiting.length > 0) {
+      this.process(this.waiting.shift()!);
+    }
+  }
+
+  private process({ buffer, length, transLo, transHi }: Waiting): void {
     const message = buffer.subarray(0, length);
     const header = readIcHeader(message);
-    if (typeof header === 'string') return this.drop(header);
+    if (typeof header === 'string') {
+      this.drop(header);
+      return;
+    }
     this.stats.messages++;
-    const { transLo, transHi } = packet;
 
     if (header.type === IcMessageType.Negotiate) {
       const result = answerNegotiate(buffer, length, this.service.frameworkVersions, [
@@ -181,7 +217,7 @@ export class IcDriver implements VmbusDriver {
       // Linux answers a failed negotiation too (counts 0/0); its status stays as sent.
       markResponse(message, header.status);
       this.reply(message, transLo, transHi);
-      return true;
+      return;
     }
 
     let answer: IcAnswer;
@@ -212,10 +248,9 @@ export class IcDriver implements VmbusDriver {
           this.finish(message, transLo, transHi, IcStatus.E_FAIL);
         },
       );
-      return true;
+      return;
     }
     this.finish(message, transLo, transHi, answer);
-    return true;
   }
 
   private finish(
@@ -236,7 +271,7 @@ export class IcDriver implements VmbusDriver {
   private done(): void {
     if (!this.busy) return;
     this.busy = false;
-    this.channel?.endpoint.drain();
+    this.pump();
   }
 
   /** Sends an answer; when the ring is full, holds further messages until it went out. */
