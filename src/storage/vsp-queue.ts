@@ -57,6 +57,8 @@ export interface QueueOwner {
   /** The handshake has ended: request blocks may run. */
   readonly ready: boolean;
   execute(request: SrbRequest): void;
+  /** A rate-limited log line about something the guest got wrong. */
+  warn(message: string): void;
   /** A packet other than a runnable EXECUTE_SRB (handshake, resets, sub-channels, ...). */
   control(
     queue: StorvspQueue,
@@ -117,6 +119,9 @@ export class StorvspQueue {
         packet.payloadLength < VSTOR_HEADER_SIZE
       ) {
         this.counters.badPackets++;
+        this.owner.warn(
+          `channel ${this.index}: dropped a packet of type ${type} (${packet.payloadLength} bytes${packet.completionRequested ? '' : ', no completion asked'})`,
+        );
         return true;
       }
       const payload = packet.payload();
@@ -157,6 +162,7 @@ export class StorvspQueue {
     );
     if (rejection !== undefined) {
       this.counters.rejected++;
+      this.owner.warn(`channel ${this.index}: refused a request block: ${rejection}`);
       request.reject(SrbStatus.InvalidRequest, NtStatus.InvalidParameter);
       this.finish(request);
       return;

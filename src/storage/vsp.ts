@@ -339,10 +339,13 @@ export class StorvspDevice implements VmbusDevice {
     }
   }
 
-  private warn(message: string): void {
+  /** Logs what the guest got wrong: the first 20 messages, then a note that the rest are counted only. */
+  warn(message: string): void {
     if (this.logBudget <= 0) return;
     this.logBudget--;
-    this.log(`storvsp: ${message}`);
+    this.log(
+      `storvsp: ${message}${this.logBudget === 0 ? ' (further messages suppressed; see the counters)' : ''}`,
+    );
   }
 
   // --- status ------------------------------------------------------------------
