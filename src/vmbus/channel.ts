@@ -320,6 +320,8 @@ export class ChannelEndpoint {
         continue;
       }
       const handler = this.onPacket;
+      // Only a send refused during this handler call explains a deferral.
+      this.lastRefused = 0;
       const consumed = handler ? handler(this.packet) !== false : true;
       if (!consumed) {
         this.reader.rewind();

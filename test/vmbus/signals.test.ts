@@ -164,3 +164,23 @@ describe('payloads read in place', () => {
     assert.equal(seen.at(-1)!.first, 9);
   });
 });
+
+describe('deferred packets', () => {
+  it('a handler that defers without a full ring is not spun on; the packet waits for the next interrupt', () => {
+    const { a, b } = pair();
+    let calls = 0;
+    let accept = false;
+    b.onPacket = () => {
+      calls++;
+      return accept;
+    };
+    // An earlier refused send must not make a later deferral look retryable.
+    a.sendInband(payload, 1);
+    b.handleInterrupt();
+    assert.equal(calls, 1, 'deferred once, not retried in a loop');
+    accept = true;
+    b.handleInterrupt();
+    assert.equal(calls, 2, 'delivered on the next interrupt');
+    assert.equal(b.stats.packetsReceived, 1);
+  });
+});
