@@ -59,6 +59,34 @@ describe('hot add and hot remove on a running VM', () => {
     assert.equal(reader.size, 64 * MiB);
     await reader.close();
 
+    // Read-only: the guest sees a write-protected disk and exports it read-only.
+    const ro = join(dir, 'ro.raw');
+    await numberedImage(ro, 4 * MiB);
+    const roAttach = await hvkit([
+      'disk',
+      'attach',
+      ro,
+      '--socket',
+      vm.control,
+      '--lun',
+      '2',
+      '--read-only',
+      '--json',
+    ]);
+    assert.equal(roAttach.code, 0, roAttach.stderr);
+    const roJson = JSON.parse(roAttach.stdout) as { lun: number; uri: string; readOnly: boolean };
+    assert.equal(roJson.readOnly, true);
+    assert.equal(
+      guestController(await vm.status()).disks.find((d) => d.lun === 2)?.readOnly,
+      true,
+      'the guest saw write protection',
+    );
+    const roClient = await connectNbd(roJson.uri);
+    assert.equal(roClient.readOnly, true);
+    await roClient.close();
+    const roDetach = await hvkit(['disk', 'detach', '--lun', '2', '--socket', vm.control]);
+    assert.equal(roDetach.code, 0, roDetach.stderr);
+
     // Mistakes get clear errors and change nothing.
     const taken = await hvkit(['disk', 'attach', image, '--socket', vm.control, '--lun', '0']);
     assert.equal(taken.code, 1);
