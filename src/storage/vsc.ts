@@ -96,6 +96,8 @@ export class StorvscController implements ScsiTransport {
   private readonly log: (message: string) => void;
   private readonly subchannelWaiters: (() => void)[] = [];
   private nextChannel = 0;
+  /** The channel requests go to for the rest of this turn of the event loop. */
+  private turnChannel: StorvscChannel | undefined;
 
   constructor(
     readonly device: GuestDevice,
@@ -284,18 +286,32 @@ export class StorvscController implements ScsiTransport {
     }
   }
 
+  /**
+   * The channel for the next request. Requests started in the same turn of
+   * the event loop stay on one channel (they go out as one batch: one
+   * publish, at most one signal — as Linux keeps a CPU's burst on that CPU's
+   * channel); each turn starts on the channel with the fewest in flight,
+   * ties going round-robin, so the load spreads over all channels.
+   */
   private pickChannel(): StorvscChannel | undefined {
+    const current = this.turnChannel;
+    if (current?.usable && current.hasRoom) return current;
     const n = this.channels.length;
     let best: StorvscChannel | undefined;
-    // Ties go round-robin, so an idle controller still spreads its requests.
     for (let i = 0; i < n; i++) {
       const c = this.channels[(this.nextChannel + i) % n]!;
       if (!c.usable || !c.hasRoom) continue;
       if (!best || c.inFlight < best.inFlight) best = c;
     }
     this.nextChannel = (this.nextChannel + 1) % Math.max(1, n);
+    if (best && !this.turnChannel) setImmediate(this.endTurn);
+    this.turnChannel = best;
     return best;
   }
+
+  private readonly endTurn = (): void => {
+    this.turnChannel = undefined;
+  };
 
   slotFreed(): void {
     this.slotWaiters.shift()?.();
