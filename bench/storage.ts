@@ -230,7 +230,14 @@ interface CpuProfile {
   timeDeltas: number[];
 }
 
-/** The top self-time functions of each profiled thread that did storage work. */
+/** Frames that only run while fio drives I/O (the boot scan runs none of them). */
+const DATA_PATH = /^(readPiece|writePiece|readWrite) /;
+
+/**
+ * The top self-time functions of each profiled thread that did storage
+ * work, counting from the thread's first data-path sample (so start-up and
+ * the boot-time LUN scan are left out).
+ */
 function summarizeProfiles(dir: string): { thread: string; busyMs: number; top: string[] }[] {
   const out: { thread: string; busyMs: number; top: string[] }[] = [];
   for (const file of readdirSync(dir)
@@ -238,28 +245,32 @@ function summarizeProfiles(dir: string): { thread: string; busyMs: number; top: 
     .sort()) {
     const profile = JSON.parse(readFileSync(join(dir, file), 'utf8')) as CpuProfile;
     const byId = new Map(profile.nodes.map((n) => [n.id, n.callFrame]));
+    const key = (id: number): string => {
+      const frame = byId.get(id)!;
+      return `${frame.functionName || '(anonymous)'} ${basename(frame.url) || '(native)'}`;
+    };
+    const first = profile.samples.findIndex((id) => DATA_PATH.test(key(id)));
+    if (first < 0) continue;
     const self = new Map<string, number>();
     let busy = 0;
-    profile.samples.forEach((id, i) => {
-      const frame = byId.get(id)!;
+    let guest = false;
+    for (let i = first; i < profile.samples.length; i++) {
+      const k = key(profile.samples[i]!);
+      if (k.startsWith('(idle)')) continue;
+      if (k.includes('vsc-channel') || k.includes('guest-disk')) guest = true;
       const dt = profile.timeDeltas[i] ?? 0;
-      if (frame.functionName === '(idle)') return;
-      const key = `${frame.functionName || '(anonymous)'} ${basename(frame.url) || '(native)'}`;
-      self.set(key, (self.get(key) ?? 0) + dt);
+      self.set(k, (self.get(k) ?? 0) + dt);
       busy += dt;
-    });
-    const keys = [...self.keys()].join(' ');
-    const thread = keys.includes('vsp')
-      ? 'host worker'
-      : keys.includes('vsc') || keys.includes('guest-disk')
-        ? 'guest worker'
-        : '';
-    if (!thread) continue;
+    }
     const top = [...self.entries()]
       .sort((a, b) => b[1] - a[1])
       .slice(0, 14)
       .map(([k, v]) => `${((100 * v) / busy).toFixed(1).padStart(5)}%  ${k}`);
-    out.push({ thread, busyMs: Math.round(busy / 1000), top });
+    out.push({
+      thread: guest ? 'guest worker' : 'host worker',
+      busyMs: Math.round(busy / 1000),
+      top,
+    });
   }
   return out;
 }
