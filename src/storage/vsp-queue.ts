@@ -236,12 +236,28 @@ export class StorvspQueue {
     });
     if (sent === outbox.length) {
       outbox.length = 0;
+      this.pollRing();
       return;
     }
     this.counters.backlogged += outbox.length - sent;
     for (const p of outbox.splice(0).slice(sent)) this.backlog.push(p);
     void this.pump();
   };
+
+  /**
+   * While requests run, their completions bring this queue back anyway: the
+   * inbound ring then stays masked (the guest need not signal) and is polled
+   * after each batch of completions; once nothing runs it is unmasked and
+   * checked again. (OpenVMM's storvsp keeps interrupts masked and polls the
+   * same way while it is busy.) A request that arrives while masked waits at
+   * most until the next completion.
+   */
+  private pollRing(): void {
+    if (this.closed || this.endpoint.state !== 'open') return;
+    // drain() masks while it reads, then unmasks and re-checks.
+    this.endpoint.drain();
+    if (this.counters.inFlight > 0) this.endpoint.reader.mask();
+  }
 
   private dropBacklog(): void {
     for (const p of this.backlog.splice(0)) if (p.request) this.pool.push(p.request);
