@@ -122,6 +122,7 @@ describe('a VM with a VHDX and a raw disk on one SCSI controller', () => {
         '--verify=crc32c',
         '--do_verify=1',
         '--verify_fatal=1',
+        '--verify_state_save=0',
         '--randrepeat=0',
         '--output-format=json',
       ],
