@@ -481,7 +481,16 @@ export const scsiKind: DeviceKind<ScsiConfig> = {
         };
       },
       stop: async () => {
+        // Closing an export answers what is in flight and flushes; flush every
+        // disk once more so nothing acknowledged is left in a write cache.
         for (const entry of byInstance.values()) await entry.exports.closeAll();
+        for (const controller of driver.controllers.values()) {
+          for (const [lun, disk] of controller.disks) {
+            await disk
+              .flush()
+              .catch((error: Error) => log(`storvsc: flushing LUN ${lun}: ${error.message}`));
+          }
+        }
       },
     };
   },
