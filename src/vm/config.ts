@@ -3,6 +3,7 @@
  * field path and what was wrong, e.g. "devices.0.type: expected 'echo'".
  */
 import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import {
@@ -66,6 +67,8 @@ const deviceSchema = z
 export const vmConfigSchema = z
   .object({
     name: z.string().min(1).max(64).default('hvkit-vm'),
+    /** Where relative paths in the config point from; loadConfig sets it to the file's directory. */
+    base_dir: z.string().min(1).optional(),
     memory: sizeSchema.default(64 * 1024 * 1024),
     vcpus: z.number().int().min(1).max(16).default(2),
     vmbus: z
@@ -170,7 +173,8 @@ export function loadConfig(path: string): VmConfig {
   } catch (error) {
     throw new ConfigError(`${path}: not valid YAML: ${(error as Error).message}`);
   }
-  return validateConfig(raw, path);
+  const config = validateConfig(raw, path);
+  return { ...config, base_dir: resolve(dirname(path), config.base_dir ?? '.') };
 }
 
 /** The built-in VM `hvkit run` boots without a config file. */

@@ -16,12 +16,16 @@ export type CommandHandler = (args: Record<string, unknown>) => Promise<unknown>
 export interface HostContext {
   readonly bus: HostBus;
   readonly vmName: string;
+  /** Directory relative paths of the config resolve against (the config file's). */
+  readonly baseDir: string;
   readonly log: (message: string) => void;
 }
 
 export interface GuestContext {
   readonly client: VmbusClient;
   readonly vmName: string;
+  /** Directory relative paths of the config resolve against (the config file's). */
+  readonly baseDir: string;
   readonly log: (message: string) => void;
   /** Asks the VM to stop (a guest-initiated shutdown, e.g. by the shutdown service). */
   readonly requestStop: (reason: { restart: boolean; exitCode: number }) => void;

@@ -29,6 +29,7 @@ const client = new VmbusClient(partition, allocator, {
 const context: GuestContext = {
   client,
   vmName: config.name,
+  baseDir: config.base_dir ?? process.cwd(),
   log,
   requestStop: ({ restart, exitCode }) => post({ type: 'request-stop', restart, exitCode }),
 };

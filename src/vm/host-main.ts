@@ -24,7 +24,12 @@ const bus = new HostBus(partition, {
   dedicatedInterrupts: config.vmbus.dedicated_interrupts,
   log,
 });
-const context: HostContext = { bus, vmName: config.name, log };
+const context: HostContext = {
+  bus,
+  vmName: config.name,
+  baseDir: config.base_dir ?? process.cwd(),
+  log,
+};
 const parts: HostPart[] = [];
 const commands = new Map<string, CommandHandler>();
 try {

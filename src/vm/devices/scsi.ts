@@ -196,17 +196,21 @@ interface HostController {
 /** Controllers of each host bus, in config order (for the attach/detach commands). */
 const hostControllers = new WeakMap<object, HostController[]>();
 
-async function openConfiguredDisk(disk: {
-  path?: string | undefined;
-  memory?: number | undefined;
-  read_only: boolean;
-  format?: DiskFormat | undefined;
-}): Promise<{ device: BlockDevice; source: string }> {
+async function openConfiguredDisk(
+  disk: {
+    path?: string | undefined;
+    memory?: number | undefined;
+    read_only: boolean;
+    format?: DiskFormat | undefined;
+  },
+  baseDir = process.cwd(),
+): Promise<{ device: BlockDevice; source: string }> {
   if (disk.memory !== undefined) {
     return { device: new MemoryDisk(disk.memory, { readOnly: disk.read_only }), source: 'memory' };
   }
   const path = disk.path!;
-  const target = /^nbd(\+unix)?:\/\//.test(path) ? path : resolve(path);
+  // Relative paths in a config file are relative to that file.
+  const target = /^nbd(\+unix)?:\/\//.test(path) ? path : resolve(baseDir, path);
   const device = await openDisk(target, {
     readOnly: disk.read_only,
     ...(disk.format ? { format: disk.format } : {}),
@@ -359,7 +363,7 @@ export const scsiKind: DeviceKind<ScsiConfig> = {
         if (disk.lun === undefined) taken.push(lun);
         let opened: { device: BlockDevice; source: string };
         try {
-          opened = await openConfiguredDisk(disk);
+          opened = await openConfiguredDisk(disk, context.baseDir);
         } catch (error) {
           throw new Error(
             `scsi controller ${index}, disk ${i} (${disk.path ?? 'memory'}): ${(error as Error).message}`,
