@@ -1,11 +1,12 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const root = join(import.meta.dirname, '..', '..');
 /** Each test process gets its own run directory, so VMs of parallel test files never share sockets. */
 export const runDir = mkdtempSync(join(tmpdir(), 'hvkit-test-run-'));
+process.on('exit', () => rmSync(runDir, { recursive: true, force: true }));
 /** Runs the hvkit command (through its bin shim) and collects its output. */
 export function hvkit(
   args: string[],
