@@ -7,6 +7,7 @@
  * into a chunk when the bytes are contiguous there and copies only when they
  * span chunks. Callers must therefore not modify pushed chunks afterwards.
  */
+import { acquirePayloadBuffer } from './payload-buffers.ts';
 export class ByteQueue {
   private chunks: Uint8Array[] = [];
   /** Index of the first live chunk in `chunks`. */
@@ -51,7 +52,8 @@ export class ByteQueue {
 
   /**
    * Consumes the next `count` bytes and returns them: a view into the
-   * received chunk when contiguous, else a fresh copy.
+   * received chunk when contiguous, else a copy (pooled when large: see
+   * payload-buffers.ts).
    */
   take(count: number): Uint8Array {
     if (count > this.length) throw new RangeError(`need ${count} bytes, have ${this.length}`);
@@ -61,7 +63,9 @@ export class ByteQueue {
       this.advance(count);
       return view;
     }
-    const out = new Uint8Array(count);
+    // A payload spread over several socket chunks: assemble it in a pooled
+    // buffer (the caller releases it when done with it).
+    const out = acquirePayloadBuffer(count);
     this.readInto(out, 0, count);
     return out;
   }

@@ -1,5 +1,6 @@
 import { ByteQueue } from './byte-queue.ts';
 import type { NbdExport } from './export.ts';
+import { isPooledPayload, releasePayloadBuffer } from './payload-buffers.ts';
 import {
   ClientFlag,
   Command,
@@ -47,7 +48,8 @@ import {
 
 /** What the connection needs from a socket (net.Socket fits). */
 export interface ServerTransport {
-  write(bytes: Uint8Array): unknown;
+  /** Queues bytes; `done` runs once the transport no longer needs them. */
+  write(bytes: Uint8Array, done?: (error?: Error | null) => void): unknown;
   /** Send what is queued, then close. */
   end(): unknown;
   /** Close now. */
@@ -398,8 +400,14 @@ export class NbdServerConnection {
     this.inFlight++;
     this.inFlightBytes += bytes;
     void executeRequest(this.exp!, req, this.structured).then(
-      (reply) => this.completed(reply, bytes),
-      () => this.completed(undefined, bytes),
+      (reply) => {
+        if (req.data) releasePayloadBuffer(req.data);
+        this.completed(reply, bytes);
+      },
+      () => {
+        if (req.data) releasePayloadBuffer(req.data);
+        this.completed(undefined, bytes);
+      },
     );
   }
 
@@ -407,7 +415,12 @@ export class NbdServerConnection {
     this.inFlight--;
     this.inFlightBytes -= bytes;
     // A reply for a client that has gone is dropped; the work itself is done.
-    if (reply && this.phase !== 'closed') this.transport.write(reply);
+    if (reply && this.phase !== 'closed') {
+      if (isPooledPayload(reply)) this.transport.write(reply, () => releasePayloadBuffer(reply));
+      else this.transport.write(reply);
+    } else if (reply) {
+      releasePayloadBuffer(reply);
+    }
     if (this.inFlight === 0 && this.idleWaiters.length > 0) {
       const waiters = this.idleWaiters;
       this.idleWaiters = [];

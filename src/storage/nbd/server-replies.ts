@@ -1,3 +1,4 @@
+import { acquirePayloadBuffer } from './payload-buffers.ts';
 import {
   InfoType,
   NBD_EXPORT_NAME_PADDING,
@@ -148,7 +149,7 @@ export function writeChunkHeader(
  * `out.subarray(OFFSET_DATA_PREFIX)`.
  */
 export function offsetDataReply(handle: Uint8Array, offset: number, length: number): Uint8Array {
-  const out = Buffer.allocUnsafe(OFFSET_DATA_PREFIX + length);
+  const out = acquirePayloadBuffer(OFFSET_DATA_PREFIX + length);
   writeChunkHeader(out, ReplyFlag.Done, ReplyType.OffsetData, handle, 8 + length);
   new DataView(out.buffer, out.byteOffset + CHUNK_HEADER_SIZE, 8).setBigUint64(
     0,

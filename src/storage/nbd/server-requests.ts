@@ -1,5 +1,6 @@
 import { DiskIoError, ImageFormatError } from '../disk/block-device.ts';
 import type { NbdExport } from './export.ts';
+import { acquirePayloadBuffer, releasePayloadBuffer } from './payload-buffers.ts';
 import { Command, CommandFlag, NbdError, nameOf } from './protocol.ts';
 import {
   errorReply,
@@ -206,11 +207,19 @@ export async function executeRequest(
         }
         if (structured) {
           const out = offsetDataReply(req.handle, req.offset, req.length);
-          await device.read(req.offset, out.subarray(OFFSET_DATA_PREFIX));
+          await device
+            .read(req.offset, out.subarray(OFFSET_DATA_PREFIX))
+            .catch((error: unknown) => {
+              releasePayloadBuffer(out);
+              throw error;
+            });
           return out;
         }
-        const out = Buffer.allocUnsafe(SIMPLE_REPLY_SIZE + req.length);
-        await device.read(req.offset, out.subarray(SIMPLE_REPLY_SIZE));
+        const out = acquirePayloadBuffer(SIMPLE_REPLY_SIZE + req.length);
+        await device.read(req.offset, out.subarray(SIMPLE_REPLY_SIZE)).catch((error: unknown) => {
+          releasePayloadBuffer(out);
+          throw error;
+        });
         writeSimpleReply(out, 0, req.handle);
         return out;
       }
