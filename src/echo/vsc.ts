@@ -1,7 +1,7 @@
 import type { GuestChannel, GuestDevice, VmbusDriver } from '../vmbus/device.ts';
 import { inbandPacketLength } from '../vmbus/packet.ts';
-import { PacketType } from '../vmbus/protocol.ts';
 import { Requestor } from '../vmbus/requestor.ts';
+import { PacketType } from '../vmbus/ring-protocol.ts';
 import { ECHO_CLASS_ID, ECHO_MAX_PAYLOAD, ECHO_RING_BYTES } from './protocol.ts';
 
 interface Pending {

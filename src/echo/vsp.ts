@@ -1,7 +1,7 @@
 import type { ChannelEndpoint } from '../vmbus/channel.ts';
 import type { OfferParameters, VmbusDevice } from '../vmbus/device.ts';
 import type { PacketView } from '../vmbus/packet.ts';
-import { PacketType } from '../vmbus/protocol.ts';
+import { PacketType } from '../vmbus/ring-protocol.ts';
 import { ECHO_CLASS_ID, ECHO_RING_BYTES } from './protocol.ts';
 
 export interface EchoStats {

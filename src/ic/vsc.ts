@@ -14,7 +14,7 @@
  */
 import type { GuestChannel, GuestDevice, VmbusDriver } from '../vmbus/device.ts';
 import { inbandPacketLength, type PacketView } from '../vmbus/packet.ts';
-import { PacketType } from '../vmbus/protocol.ts';
+import { PacketType } from '../vmbus/ring-protocol.ts';
 import { type IcHeader, markResponse, readIcHeader } from './framing.ts';
 import { answerNegotiate, type NegotiatedVersions } from './negotiate.ts';
 import {

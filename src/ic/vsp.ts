@@ -13,7 +13,8 @@
 import type { ChannelEndpoint } from '../vmbus/channel.ts';
 import type { OfferParameters, VmbusDevice } from '../vmbus/device.ts';
 import { inbandPacketLength, type PacketView } from '../vmbus/packet.ts';
-import { PacketType, PipeMode } from '../vmbus/protocol.ts';
+import { PipeMode } from '../vmbus/protocol.ts';
+import { PacketType } from '../vmbus/ring-protocol.ts';
 import { buildIcMessage, type IcHeader, readIcHeader } from './framing.ts';
 import { buildNegotiate, type NegotiatedVersions, readNegotiateAnswer } from './negotiate.ts';
 import {

@@ -12,7 +12,7 @@
 import type { ChannelEndpoint } from '../vmbus/channel.ts';
 import type { GuestMemoryAccess } from '../vmbus/device.ts';
 import type { PacketView } from '../vmbus/packet.ts';
-import { PacketType } from '../vmbus/protocol.ts';
+import { PacketType } from '../vmbus/ring-protocol.ts';
 import {
   NtStatus,
   Offsets,

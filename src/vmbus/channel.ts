@@ -23,12 +23,12 @@ import {
   writeInband,
   writeTransferPages,
 } from './packet.ts';
+import { type Ring, RingReader, RingWriter } from './ring.ts';
 import {
   PacketType,
   RING_TRAILER_SIZE,
   VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED,
-} from './protocol.ts';
-import { type Ring, RingReader, RingWriter } from './ring.ts';
+} from './ring-protocol.ts';
 
 export interface ChannelStats {
   packetsSent: number;

@@ -29,16 +29,14 @@ import {
   offerChannelMessage,
   openChannelMessage,
   openResultMessage,
-  PacketType,
-  RING_HEADER_SIZE,
   relidReleasedMessage,
   rescindOfferMessage,
-  ringBufferHeader,
   tlConnectRequestMessage,
   tlConnectResultMessage,
   versionResponseMessage,
 } from './protocol.ts';
 import { Ring, RingReader } from './ring.ts';
+import { PacketType, RING_HEADER_SIZE, ringBufferHeader } from './ring-protocol.ts';
 
 export class DecodeError extends Error {
   override readonly name = 'DecodeError';

@@ -6,14 +6,15 @@
  * into a RingWriter; the decoder works on a private copy of one packet and
  * reuses its objects, so the data path allocates nothing per packet.
  */
+
+import type { RingWriter } from './ring.ts';
 import {
   GPA_DIRECT_FIXED_BYTES,
   PACKET_DESCRIPTOR_SIZE,
   PacketType,
   transferPagePacketHeader,
   VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED,
-} from './protocol.ts';
-import type { RingWriter } from './ring.ts';
+} from './ring-protocol.ts';
 
 const PAGE_SIZE = 4096;
 const TRANSFER_PAGE_FIXED_BYTES = transferPagePacketHeader.offsetOf('ranges');

@@ -13,7 +13,11 @@
  * corrupt and the channel stops.
  */
 import { type ByteRegion, ContiguousRegion, regionOverPages } from './byte-region.ts';
-import { RING_FEATURE_PENDING_SEND_SZ, RING_HEADER_SIZE, RING_TRAILER_SIZE } from './protocol.ts';
+import {
+  RING_FEATURE_PENDING_SEND_SZ,
+  RING_HEADER_SIZE,
+  RING_TRAILER_SIZE,
+} from './ring-protocol.ts';
 
 const W_WRITE = 0;
 const W_READ = 1;

@@ -20,14 +20,13 @@ import {
   MAX_SIZE_CHANNEL_MESSAGE,
   MAX_USER_DEFINED_BYTES,
   MESSAGE_SPECS,
-  PacketType,
-  RING_HEADER_SIZE,
   VMBUS_EVENT_CONNECTION_ID,
   VMBUS_MESSAGE_CONNECTION_ID,
   VMBUS_MESSAGE_CONNECTION_ID_4,
   VMBUS_MESSAGE_SINT,
   VmbusVersion,
 } from '../../src/vmbus/protocol.ts';
+import { PacketType, RING_HEADER_SIZE } from '../../src/vmbus/ring-protocol.ts';
 import { guidToBytes } from '../../src/wire/index.ts';
 import { oracleConstant, oracleSection } from './oracle.ts';
 

@@ -63,12 +63,12 @@ function walk(dir: string, out: string[]): string[] {
   for (const entry of readdirSync(dir)) {
     const path = join(dir, entry);
     if (statSync(path).isDirectory()) walk(path, out);
-    else if (entry === 'protocol.ts') out.push(path);
+    else if (entry === 'protocol.ts' || entry.endsWith('-protocol.ts')) out.push(path);
   }
   return out;
 }
 
-/** Imports every src/**\/protocol.ts so that all wire declarations are registered. */
+/** Imports every src/**\/protocol.ts and *-protocol.ts so that all wire declarations are registered. */
 export async function loadAllProtocols(): Promise<string[]> {
   const files = walk(join(root, 'src'), []).sort();
   for (const file of files) await import(pathToFileURL(file).href);

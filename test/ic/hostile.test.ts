@@ -35,8 +35,8 @@ import { VssService } from '../../src/ic/vss/vsc.ts';
 import { VssVsp } from '../../src/ic/vss/vsp.ts';
 import { ChannelEndpoint } from '../../src/vmbus/channel.ts';
 import type { GuestDevice, GuestOffer } from '../../src/vmbus/device.ts';
-import { PacketType } from '../../src/vmbus/protocol.ts';
 import { Ring } from '../../src/vmbus/ring.ts';
+import { PacketType } from '../../src/vmbus/ring-protocol.ts';
 import { until } from '../vmbus/harness.ts';
 
 /** Host and guest endpoints over two 16 KiB rings; signals arrive as microtasks. */

@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import { MemoryDisk } from '../../../src/storage/disk/memory-disk.ts';
 import { NtStatus, SrbStatus, VstorOperation } from '../../../src/storage/protocol.ts';
 import { StorvspDevice } from '../../../src/storage/vsp.ts';
-import { PacketType } from '../../../src/vmbus/protocol.ts';
+import { PacketType } from '../../../src/vmbus/ring-protocol.ts';
 import { type EndpointPair, endpointPair, fakeDeviceBus, guestMemory } from './wire.ts';
 
 /**

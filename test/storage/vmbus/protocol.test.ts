@@ -21,7 +21,7 @@ import {
 } from '../../../src/storage/protocol.ts';
 import { StorvscController } from '../../../src/storage/vsc.ts';
 import { StorvspDevice } from '../../../src/storage/vsp.ts';
-import { PacketType } from '../../../src/vmbus/protocol.ts';
+import { PacketType } from '../../../src/vmbus/ring-protocol.ts';
 import { registeredStructs } from '../../../src/wire/index.ts';
 import { oracleConstant, oracleSection, oracleStructs } from '../../conformance/oracle.ts';
 import { endpointPair, fakeDeviceBus, fakeGuestDevice, guestMemory } from './wire.ts';
