@@ -16,7 +16,9 @@
  */
 import type { GuestChannel, GuestDevice, VmbusDriver } from '../vmbus/device.ts';
 import { GuestBufferPool } from './guest-buffers.ts';
-import { GuestScsiDisk, probeLun, ScsiCommandError, type ScsiTransport } from './guest-disk.ts';
+import { GuestScsiDisk, type ScsiTransport } from './guest-disk.ts';
+import { probeLun } from './guest-probe.ts';
+import { ScsiCommandError } from './guest-scsi-errors.ts';
 import {
   LINUX_STORVSC_VERSION_ORDER,
   NtStatus,
