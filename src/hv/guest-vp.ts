@@ -1,4 +1,5 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
+import { takeFlagBits } from './flag-bits.ts';
 import type { GuestMemory } from './guest-memory.ts';
 import type { Hypercalls } from './hypercalls.ts';
 import {
@@ -115,18 +116,9 @@ export class GuestVp {
     const gpa = this.eventFlagsGpa(sint);
     if (gpa === undefined) return;
     const words = Math.min(HV_EVENT_FLAGS_BYTE_COUNT / 4, Math.ceil(limit / 32));
-    const base = gpa >>> 2;
-    const i32 = this.memory.i32;
-    for (let w = 0; w < words; w++) {
-      if (Atomics.load(i32, base + w) === 0) continue;
-      let bitsSet = Atomics.exchange(i32, base + w, 0) >>> 0;
-      while (bitsSet !== 0) {
-        const bit = 31 - Math.clz32(bitsSet);
-        bitsSet &= ~(1 << bit);
-        const flag = w * 32 + bit;
-        if (flag < limit) onFlag(flag);
-      }
-    }
+    takeFlagBits(this.memory.i32, gpa >>> 2, words, (flag) => {
+      if (flag < limit) onFlag(flag);
+    });
   }
 
   /** SINTs with an interrupt pending, cleared as they are taken. */

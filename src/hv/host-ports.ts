@@ -1,3 +1,4 @@
+import { takeFlagBits } from './flag-bits.ts';
 import { HV_MESSAGE_PAYLOAD_BYTE_COUNT, HV_PORT_MESSAGE_QUEUE_DEPTH } from './protocol.ts';
 import {
   MAX_EVENT_PORTS,
@@ -33,6 +34,15 @@ export class HostPorts {
   private running = false;
   private keepAlive: ReturnType<typeof setInterval> | undefined;
   private loopDone: Promise<void> = Promise.resolve();
+  private eventsHandled = 0;
+  /** Dispatches one signalled event port (bound once: no closure per wake-up). */
+  private readonly dispatchEvent = (port: number): void => {
+    const handler = this.eventHandlers[port];
+    if (handler) {
+      this.eventsHandled++;
+      handler();
+    }
+  };
   /** Called on every wake-up before ports are drained (EOM handling etc.). */
   onWake: (() => void) | undefined;
 
@@ -113,22 +123,14 @@ export class HostPorts {
         });
       }
     }
-    const words = Math.ceil(this.eventHandlers.length / 32);
-    for (let w = 0; w < words; w++) {
-      const index = this.state.eventWordIndex(w);
-      if (Atomics.load(i32, index) === 0) continue;
-      let set = Atomics.exchange(i32, index, 0) >>> 0;
-      while (set !== 0) {
-        const bit = 31 - Math.clz32(set);
-        set &= ~(1 << bit);
-        const handler = this.eventHandlers[w * 32 + bit];
-        if (handler) {
-          handled++;
-          handler();
-        }
-      }
-    }
-    return handled;
+    this.eventsHandled = 0;
+    takeFlagBits(
+      i32,
+      this.state.eventWordIndex(0),
+      Math.ceil(this.eventHandlers.length / 32),
+      this.dispatchEvent,
+    );
+    return handled + this.eventsHandled;
   }
 
   /** Runs the dispatch loop until stop(). */

@@ -309,3 +309,19 @@ export class GpadlTable {
 function readU64(view: DataView, at: number): number {
   return view.getUint32(at, true) + view.getUint32(at + 4, true) * TWO_32;
 }
+
+/**
+ * Why a GPADL cannot hold a channel's two rings split at
+ * `downstreamPageOffset` pages, or undefined when it can: one page-aligned
+ * range, and each ring at least its header page plus one data page.
+ */
+export function ringGpadlProblem(gpadl: Gpadl, downstreamPageOffset: number): string | undefined {
+  const pages = gpadl.pfns.length;
+  if (downstreamPageOffset < 2 || pages - downstreamPageOffset < 2) {
+    return `downstream page offset ${downstreamPageOffset} splits ${pages} pages badly`;
+  }
+  if (gpadl.ranges.length !== 1 || gpadl.ranges[0]!.byteOffset !== 0) {
+    return 'ring GPADL must be one page-aligned range';
+  }
+  return undefined;
+}

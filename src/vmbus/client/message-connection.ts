@@ -7,6 +7,7 @@
  * before anything looks at them; bad ones are counted and dropped.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { takeFlagBits } from '../../hv/flag-bits.ts';
 import type { PageAllocator } from '../../hv/page-allocator.ts';
 import type { GuestPartition } from '../../hv/partition.ts';
 import {
@@ -19,13 +20,12 @@ import {
   HvStatus,
   hvInputPostMessage,
 } from '../../hv/protocol.ts';
+import { checkMessageFrame } from '../message-frame.ts';
 import {
-  CHANNELMSG_COUNT,
   ChannelMessageType,
   channelMessageHeader,
   MAX_CHANNEL_RELIDS,
   MAX_SIZE_CHANNEL_MESSAGE,
-  MESSAGE_SPECS,
   VMBUS_MESSAGE_SINT,
   VmbusVersion,
 } from '../protocol.ts';
@@ -251,9 +251,7 @@ export class MessageConnection {
     // Messages first (vmbus_on_msg_dpc), then channel events (vmbus_chan_sched).
     while (vp.takeMessage(VMBUS_MESSAGE_SINT, this.slot)) this.handleSlot();
     if (this.version >= VmbusVersion.Win8 || this.version === 0) {
-      vp.takeEventFlags(VMBUS_MESSAGE_SINT, MAX_CHANNEL_RELIDS, (relid) =>
-        this.onChannelInterrupt?.(relid),
-      );
+      vp.takeEventFlags(VMBUS_MESSAGE_SINT, MAX_CHANNEL_RELIDS, this.channelInterrupt);
     } else {
       // Older hosts flag channels in the receive half of the interrupt page and set SIEFP bit 0.
       let flagged = false;
@@ -265,18 +263,16 @@ export class MessageConnection {
   }
 
   private scanReceiveHalf(): void {
-    const i32 = this.partition.memory.i32;
-    const base = this.interruptPageGpa >>> 2;
-    for (let w = 0; w < MAX_CHANNEL_RELIDS / 32; w++) {
-      if (Atomics.load(i32, base + w) === 0) continue;
-      let bits = Atomics.exchange(i32, base + w, 0) >>> 0;
-      while (bits !== 0) {
-        const bit = 31 - Math.clz32(bits);
-        bits &= ~(1 << bit);
-        this.onChannelInterrupt?.(w * 32 + bit);
-      }
-    }
+    takeFlagBits(
+      this.partition.memory.i32,
+      this.interruptPageGpa >>> 2,
+      MAX_CHANNEL_RELIDS / 32,
+      this.channelInterrupt,
+    );
   }
+
+  /** Bound once, so taking event flags makes no closure per interrupt. */
+  private readonly channelInterrupt = (relid: number): void => this.onChannelInterrupt?.(relid);
 
   private handleSlot(): void {
     this.stats.messagesIn++;
@@ -287,21 +283,17 @@ export class MessageConnection {
       this.drop(`SynIC message type 0x${hvType.toString(16)}`);
       return;
     }
-    if (size > MAX_SIZE_CHANNEL_MESSAGE || size < channelMessageHeader.size) {
-      this.drop(`channel message of ${size} bytes`);
+    if (size > MAX_SIZE_CHANNEL_MESSAGE) {
+      this.drop(`payload_size ${size} > ${MAX_SIZE_CHANNEL_MESSAGE}`);
       return;
     }
     const payload = this.slot.slice(16, 16 + size);
-    const type = channelMessageHeader.read(payload).msgtype;
-    const spec = MESSAGE_SPECS.get(type);
-    if (type >= CHANNELMSG_COUNT || !spec || spec.direction !== 'host-to-guest') {
-      this.drop(`message type ${type} is not one a host sends`);
+    const frame = checkMessageFrame(payload, 'host-to-guest');
+    if (!frame.ok) {
+      this.drop(frame.reason);
       return;
     }
-    if (size < spec.minSize) {
-      this.drop(`${ChannelMessageType[type]} of ${size} bytes < ${spec.minSize}`);
-      return;
-    }
+    const type = frame.type;
     const i = this.waiters.findIndex((w) => w.type === type && w.match(payload));
     if (i >= 0) {
       const [waiter] = this.waiters.splice(i, 1);

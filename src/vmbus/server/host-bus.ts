@@ -5,6 +5,7 @@
  * messages into the guest's SynIC, mapping ring GPADLs, connecting each
  * channel's event port, and calling the devices.
  */
+import { takeFlagBits } from '../../hv/flag-bits.ts';
 import type { HostPartition } from '../../hv/partition.ts';
 import { ChannelEndpoint } from '../channel.ts';
 import type { DeviceBus, MappedGpadl, OpenRequest, VmbusDevice } from '../device.ts';
@@ -339,16 +340,9 @@ export class HostBus {
     const sendHalf = Number(connection.interruptPage) + 2048;
     const memory = this.partition.memory;
     if (!memory.contains(sendHalf, 2048) || sendHalf % 4 !== 0) return;
-    const base = sendHalf >>> 2;
-    for (let w = 0; w < 2048 / 4; w++) {
-      if (Atomics.load(memory.i32, base + w) === 0) continue;
-      let bits = Atomics.exchange(memory.i32, base + w, 0) >>> 0;
-      while (bits !== 0) {
-        const bit = 31 - Math.clz32(bits);
-        bits &= ~(1 << bit);
-        this.open.get(w * 32 + bit)?.endpoint.handleInterrupt();
-      }
-    }
+    takeFlagBits(memory.i32, sendHalf >>> 2, 2048 / 4, (relid) =>
+      this.open.get(relid)?.endpoint.handleInterrupt(),
+    );
   }
 
   private log(message: string): void {

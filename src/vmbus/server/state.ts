@@ -11,13 +11,12 @@
  * or GPADL are counted and dropped (or answered with a failure status where
  * the protocol has one), never thrown.
  */
-import type { OfferParameters, OpenRequest } from '../device.ts';
-import { type Gpadl, GpadlTable } from '../gpadl.ts';
+import type { OfferParameters } from '../device.ts';
+import { type Gpadl, GpadlTable, ringGpadlProblem } from '../gpadl.ts';
+import { checkMessageFrame } from '../message-frame.ts';
 import {
   ALL_VERSIONS,
-  ChannelFlags,
   ChannelMessageType,
-  ConnectionState,
   channelConnectionId,
   channelMessageHeader,
   channelMessageName,
@@ -25,12 +24,8 @@ import {
   gpadlCreatedMessage,
   gpadlTeardownMessage,
   gpadlTorndownMessage,
-  initiateContactMessage,
-  MAX_SIZE_CHANNEL_MESSAGE,
-  MESSAGE_SPECS,
   modifyChannelMessage,
   modifyChannelResponseMessage,
-  offerChannelMessage,
   openChannelMessage,
   openResultMessage,
   relidReleasedMessage,
@@ -39,97 +34,18 @@ import {
   STATUS_UNSUCCESSFUL,
   tlConnectRequestMessage,
   tlConnectResultMessage,
-  VMBUS_MESSAGE_CONNECTION_ID,
-  VMBUS_MESSAGE_CONNECTION_ID_4,
-  VMBUS_MESSAGE_SINT,
   VmbusVersion,
-  versionResponseMessage,
 } from '../protocol.ts';
+import type { ChannelSummary, ServerAction, ServerOptions, ServerStats } from './actions.ts';
+import { type ChannelRecord, channelSummary, newChannelRecord } from './channel-record.ts';
+import { answerInitiateContact, type ConnectionInfo } from './negotiation.ts';
+import { offerChannelPayload } from './offer-message.ts';
+
+export type { ChannelSummary, ServerAction, ServerOptions, ServerStats } from './actions.ts';
+export type { ConnectionInfo } from './negotiation.ts';
 
 /** NTSTATUS the host answers hv_sock connects with (no hv_sock services here). */
 const STATUS_CONNECTION_REFUSED = 0xc0000236 | 0;
-
-export interface ServerOptions {
-  /** Versions this host accepts. Default: every version. */
-  readonly versions?: readonly number[];
-  readonly vpCount: number;
-  readonly guestPageCount: number;
-  /** Offer channels with a dedicated interrupt (their own connection id). Default true. */
-  readonly dedicatedInterrupts?: boolean;
-}
-
-export type ServerAction =
-  | {
-      readonly kind: 'send';
-      readonly vp: number;
-      readonly sint: number;
-      readonly payload: Uint8Array;
-    }
-  | {
-      readonly kind: 'open-channel';
-      readonly relid: number;
-      readonly deviceId: number;
-      readonly request: OpenRequest;
-      readonly gpadl: Gpadl;
-      /** Pages of the guest-to-host ring (header + data); the host-to-guest ring follows. */
-      readonly downstreamPageOffset: number;
-      /** Connection id the guest signals this channel on. */
-      readonly connectionId: number;
-    }
-  | { readonly kind: 'close-channel'; readonly relid: number; readonly deviceId: number }
-  | { readonly kind: 'modify-channel'; readonly relid: number; readonly targetVp: number }
-  | { readonly kind: 'connected'; readonly version: number; readonly messageConnectionId: number }
-  | { readonly kind: 'disconnected' }
-  | { readonly kind: 'dropped'; readonly reason: string };
-
-type ChannelPhase = 'offered' | 'opening' | 'open' | 'closing';
-
-interface ChannelRecord {
-  readonly relid: number;
-  readonly deviceId: number;
-  readonly offer: OfferParameters;
-  readonly subchannelIndex: number;
-  phase: ChannelPhase;
-  /** The guest has been sent this offer (and not told it is gone). */
-  offered: boolean;
-  rescinded: boolean;
-  relidReleased: boolean;
-  closeAfterOpen: boolean;
-  openId: number;
-  targetVp: number;
-  ringGpadl: number | undefined;
-}
-
-export interface ConnectionInfo {
-  readonly version: number;
-  readonly targetVp: number;
-  readonly sint: number;
-  readonly messageConnectionId: number;
-  /** Below 5.0: GPA of the guest's interrupt page (receive half, then send half at +2048). */
-  readonly interruptPage: bigint;
-  readonly monitorPage1: bigint;
-  readonly monitorPage2: bigint;
-}
-
-export interface ServerStats {
-  messagesIn: number;
-  messagesOut: number;
-  dropped: number;
-  lastDropReasons: string[];
-  negotiations: number;
-  unloads: number;
-}
-
-export interface ChannelSummary {
-  readonly relid: number;
-  readonly deviceId: number;
-  readonly subchannelIndex: number;
-  readonly classId: string;
-  readonly instanceId: string;
-  readonly phase: ChannelPhase;
-  readonly rescinded: boolean;
-  readonly targetVp: number;
-}
 
 export class VmbusServer {
   readonly versions: readonly number[];
@@ -173,18 +89,7 @@ export class VmbusServer {
   }
 
   channelSummaries(): ChannelSummary[] {
-    return [...this.channels.values()]
-      .sort((a, b) => a.relid - b.relid)
-      .map((c) => ({
-        relid: c.relid,
-        deviceId: c.deviceId,
-        subchannelIndex: c.subchannelIndex,
-        classId: c.offer.classId,
-        instanceId: c.offer.instanceId,
-        phase: c.phase,
-        rescinded: c.rescinded,
-        targetVp: c.targetVp,
-      }));
+    return [...this.channels.values()].sort((a, b) => a.relid - b.relid).map(channelSummary);
   }
 
   /** Where a channel's host-to-guest interrupts go (its target VP and SINT). */
@@ -203,20 +108,7 @@ export class VmbusServer {
     subchannelIndex = 0,
   ): { relid: number; actions: ServerAction[] } {
     const relid = this.allocateRelid();
-    const record: ChannelRecord = {
-      relid,
-      deviceId,
-      offer,
-      subchannelIndex,
-      phase: 'offered',
-      offered: false,
-      rescinded: false,
-      relidReleased: false,
-      closeAfterOpen: false,
-      openId: 0,
-      targetVp: 0,
-      ringGpadl: undefined,
-    };
+    const record = newChannelRecord(relid, deviceId, offer, subchannelIndex);
     this.channels.set(relid, record);
     const actions: ServerAction[] = [];
     if (this.phase === 'connected' && this.offersRequested) this.sendOffer(record, actions);
@@ -331,20 +223,9 @@ export class VmbusServer {
   receive(connectionId: number, payload: Uint8Array): ServerAction[] {
     this.stats.messagesIn++;
     const actions: ServerAction[] = [];
-    if (payload.length < channelMessageHeader.size || payload.length > MAX_SIZE_CHANNEL_MESSAGE) {
-      return this.drop(actions, `message of ${payload.length} bytes`);
-    }
-    const type = channelMessageHeader.read(payload).msgtype;
-    const spec = MESSAGE_SPECS.get(type);
-    if (spec?.direction !== 'guest-to-host') {
-      return this.drop(actions, `${channelMessageName(type)} is not a guest-to-host message`);
-    }
-    if (payload.length < spec.minSize) {
-      return this.drop(
-        actions,
-        `${channelMessageName(type)} of ${payload.length} bytes < ${spec.minSize}`,
-      );
-    }
+    const frame = checkMessageFrame(payload, 'guest-to-host');
+    if (!frame.ok) return this.drop(actions, frame.reason);
+    const { type, spec } = frame;
     if (type === ChannelMessageType.InitiateContact) {
       this.initiateContact(connectionId, payload, actions);
       return actions;
@@ -406,55 +287,30 @@ export class VmbusServer {
     payload: Uint8Array,
     actions: ServerAction[],
   ): void {
-    const m = initiateContactMessage.read(payload);
-    const requested = m.vmbus_version_requested;
     this.stats.negotiations++;
-    const supported = this.versions.includes(requested);
-    const v5 = requested >= VmbusVersion.Win10V5;
-    const sint = v5 ? m.msg_sint : VMBUS_MESSAGE_SINT;
-    const vp = m.target_vcpu;
-    // Hyper-V expects 5.0+ requests on connection id 4 and older ones on 1.
-    const rightPort = v5
-      ? connectionId === VMBUS_MESSAGE_CONNECTION_ID_4
-      : connectionId === VMBUS_MESSAGE_CONNECTION_ID;
-    const validTarget = vp < this.options.vpCount && sint < 16;
-    if (!validTarget) {
-      this.drop(actions, `INITIATE_CONTACT targets VP ${vp} SINT ${sint}`);
+    const answer = answerInitiateContact(
+      payload,
+      connectionId,
+      this.versions,
+      this.options.vpCount,
+      this.phase !== 'disconnected',
+    );
+    if (answer.kind === 'invalid') {
+      this.drop(actions, answer.reason);
       return;
     }
-    const respond = (accepted: boolean, state: ConnectionState, connId: number): void => {
-      const out = versionResponseMessage.write({
-        header: { msgtype: ChannelMessageType.VersionResponse },
-        version_supported: accepted ? 1 : 0,
-        connection_state: state,
-        msg_conn_id: connId,
-      });
-      this.stats.messagesOut++;
-      actions.push({ kind: 'send', vp, sint, payload: out });
-    };
-    if (this.phase !== 'disconnected') {
-      // A connected guest must UNLOAD before it negotiates again.
-      respond(false, ConnectionState.FailedUnknownFailure, 0);
-      return;
-    }
-    if (!supported || !rightPort) {
-      respond(false, ConnectionState.Successful, 0);
-      return;
-    }
-    const messageConnectionId = v5 ? VMBUS_MESSAGE_CONNECTION_ID_4 : VMBUS_MESSAGE_CONNECTION_ID;
-    this.connection = {
-      version: requested,
-      targetVp: vp,
-      sint,
-      messageConnectionId,
-      interruptPage: v5 ? 0n : m.interrupt_page,
-      monitorPage1: m.monitor_page1,
-      monitorPage2: m.monitor_page2,
-    };
+    this.stats.messagesOut++;
+    actions.push({ kind: 'send', vp: answer.vp, sint: answer.sint, payload: answer.payload });
+    const connection = answer.connection;
+    if (!connection) return;
+    this.connection = connection;
     this.phase = 'connected';
     this.offersRequested = false;
-    respond(true, ConnectionState.Successful, v5 ? messageConnectionId : 0);
-    actions.push({ kind: 'connected', version: requested, messageConnectionId });
+    actions.push({
+      kind: 'connected',
+      version: connection.version,
+      messageConnectionId: connection.messageConnectionId,
+    });
   }
 
   private requestOffers(actions: ServerAction[]): void {
@@ -470,31 +326,17 @@ export class VmbusServer {
   }
 
   private sendOffer(record: ChannelRecord, actions: ServerAction[]): void {
-    const version = this.connection?.version ?? 0;
-    const offer = record.offer;
-    const pipe = offer.pipeMode !== undefined;
-    const userDefined = offer.userDefined ?? new Uint8Array(0);
-    const modern = version >= VmbusVersion.Win7;
-    const payload = offerChannelMessage.write({
-      header: { msgtype: ChannelMessageType.OfferChannel },
-      offer: {
-        if_type: offer.classId,
-        if_instance: offer.instanceId,
-        chn_flags: (offer.channelFlags ?? 0) | (pipe ? ChannelFlags.NamedPipeMode : 0),
-        mmio_megabytes: offer.mmioMegabytes ?? 0,
-        u: pipe
-          ? { pipe: { pipe_mode: offer.pipeMode!, user_def: userDefined.subarray(0, 116) } }
-          : { std: { user_def: userDefined.subarray(0, 120) } },
-        sub_channel_index: record.subchannelIndex,
-      },
-      child_relid: record.relid,
-      monitorid: 0,
-      monitor_allocated: 0,
-      is_dedicated_interrupt: modern && this.dedicated ? 1 : 0,
-      connection_id: modern ? channelConnectionId(record.relid) : 0,
-    });
     record.offered = true;
-    this.send(actions, payload);
+    this.send(
+      actions,
+      offerChannelPayload(
+        record.offer,
+        record.relid,
+        record.subchannelIndex,
+        this.connection?.version ?? 0,
+        this.dedicated,
+      ),
+    );
   }
 
   private openChannel(payload: Uint8Array, actions: ServerAction[]): void {
@@ -532,15 +374,10 @@ export class VmbusServer {
       fail(`ring GPADL ${m.ringbuffer_gpadlhandle} is not established`);
       return;
     }
-    const pages = gpadl.pfns.length;
     const down = m.downstream_ringbuffer_pageoffset;
-    // Each ring needs its header page and at least one data page.
-    if (down < 2 || pages - down < 2) {
-      fail(`downstream page offset ${down} splits ${pages} pages badly`);
-      return;
-    }
-    if (gpadl.ranges.length !== 1 || gpadl.ranges[0]!.byteOffset !== 0) {
-      fail('ring GPADL must be one page-aligned range');
+    const problem = ringGpadlProblem(gpadl, down);
+    if (problem) {
+      fail(problem);
       return;
     }
     if (!this.gpadls.acquire(gpadl.handle)) {
