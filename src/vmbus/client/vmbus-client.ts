@@ -10,7 +10,6 @@ import { ChannelEndpoint } from '../channel.ts';
 import type {
   ChannelOpenOptions,
   GuestChannel,
-  GuestDevice,
   GuestOffer,
   GuestPages,
   VmbusDriver,
@@ -23,7 +22,6 @@ import {
   gpadlCreatedMessage,
   gpadlTeardownMessage,
   gpadlTorndownMessage,
-  initiateContactMessage,
   LINUX_VERSION_ORDER,
   MAX_CHANNEL_RELIDS,
   modifyChannelMessage,
@@ -33,17 +31,17 @@ import {
   openResultMessage,
   relidReleasedMessage,
   rescindOfferMessage,
-  VMBUS_EVENT_CONNECTION_ID,
   VMBUS_MESSAGE_CONNECTION_ID,
-  VMBUS_MESSAGE_CONNECTION_ID_4,
-  VMBUS_MESSAGE_SINT,
   VmbusVersion,
   versionResponseMessage,
   versionString,
 } from '../protocol.ts';
 import { RateLimitedLog } from '../rate-limited-log.ts';
 import { Ring } from '../ring.ts';
+import { ClientDevice } from './client-device.ts';
+import { initiateContactFor } from './initiate-contact.ts';
 import { MessageConnection, PostMessageError } from './message-connection.ts';
+import { decodeOffer } from './offer.ts';
 
 const PAGE_SIZE = 4096;
 
@@ -83,44 +81,6 @@ export interface GuestChannelStatus {
 
 export class VmbusNegotiationError extends Error {
   override readonly name = 'VmbusNegotiationError';
-}
-
-/** One offered device as a driver sees it. */
-class ClientDevice implements GuestDevice {
-  driver: VmbusDriver | undefined;
-  probing: Promise<void> | undefined;
-  readonly subchannelListeners: ((device: GuestDevice) => void)[] = [];
-  readonly subchannels: ClientDevice[] = [];
-
-  constructor(
-    private readonly client: VmbusClient,
-    readonly offer: GuestOffer,
-  ) {}
-
-  get version(): number {
-    return this.client.version;
-  }
-
-  get memory(): GuestPages {
-    return this.client.pages;
-  }
-
-  open(options: ChannelOpenOptions): Promise<GuestChannel> {
-    return this.client.openChannel(this.offer.relid, options);
-  }
-
-  onSubchannel(listener: (device: GuestDevice) => void): void {
-    this.subchannelListeners.push(listener);
-    for (const sub of this.subchannels) listener(sub);
-  }
-
-  createGpadl(pfns: readonly number[]): Promise<number> {
-    return this.client.createGpadl(this.offer.relid, pfns);
-  }
-
-  teardownGpadl(handle: number): Promise<void> {
-    return this.client.teardownGpadl(this.offer.relid, handle);
-  }
 }
 
 export class VmbusClient {
@@ -175,27 +135,14 @@ export class VmbusClient {
     this.connection.start();
     const order = this.options.versionOrder ?? LINUX_VERSION_ORDER;
     for (const version of order) {
-      const v5 = version >= VmbusVersion.Win10V5;
-      const message = initiateContactMessage.write({
-        header: { msgtype: ChannelMessageType.InitiateContact },
-        vmbus_version_requested: version,
-        target_vcpu: 0,
-        ...(v5
-          ? { msg_sint: VMBUS_MESSAGE_SINT, msg_vtl: 0 }
-          : { interrupt_page: BigInt(this.connection.interruptPageGpa) }),
-        monitor_page1: BigInt(this.connection.monitorPage1Gpa),
-        monitor_page2: BigInt(this.connection.monitorPage2Gpa),
-      });
+      const { message, connectionId } = initiateContactFor(version, this.connection);
       const response = this.connection.expect(
         ChannelMessageType.VersionResponse,
         () => true,
         this.timeoutMs,
       );
       try {
-        await this.connection.post(
-          message,
-          v5 ? VMBUS_MESSAGE_CONNECTION_ID_4 : VMBUS_MESSAGE_CONNECTION_ID,
-        );
+        await this.connection.post(message, connectionId);
       } catch (error) {
         response.catch(() => {});
         this.connection.cancelWaiters(
@@ -210,7 +157,8 @@ export class VmbusClient {
       if (answer.version_supported) {
         this.version = version;
         this.connection.version = version;
-        this.connection.messageConnectionId = v5 ? answer.msg_conn_id : VMBUS_MESSAGE_CONNECTION_ID;
+        this.connection.messageConnectionId =
+          version >= VmbusVersion.Win10V5 ? answer.msg_conn_id : VMBUS_MESSAGE_CONNECTION_ID;
         return version;
       }
     }
@@ -329,22 +277,7 @@ export class VmbusClient {
       this.connection.drop(`second offer for relid ${relid}`);
       return;
     }
-    const modern = this.version >= VmbusVersion.Win7;
-    const pipe = (m.offer.chn_flags & 0x10) !== 0;
-    const offer: GuestOffer = {
-      relid,
-      classId: m.offer.if_type,
-      instanceId: m.offer.if_instance,
-      subchannelIndex: m.offer.sub_channel_index,
-      channelFlags: m.offer.chn_flags,
-      mmioMegabytes: m.offer.mmio_megabytes,
-      userDefined: pipe ? m.offer.u.pipe.user_def : m.offer.u.std.user_def,
-      pipeMode: pipe ? m.offer.u.pipe.pipe_mode : 0,
-      connectionId: modern ? m.connection_id : VMBUS_EVENT_CONNECTION_ID,
-      dedicatedInterrupt: modern && m.is_dedicated_interrupt === 1,
-      monitorId: m.monitorid,
-      monitorAllocated: m.monitor_allocated === 1,
-    };
+    const offer = decodeOffer(m, this.version);
     const record: ChannelRecord = {
       offer,
       device: undefined,
