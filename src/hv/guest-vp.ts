@@ -140,7 +140,14 @@ export class GuestVp {
         const pending = Atomics.exchange(i32, this.interruptWord, 0);
         if (pending !== 0) {
           this.state.count(W_GUEST_INTERRUPTS);
-          handler(pending);
+          try {
+            handler(pending);
+          } catch (error) {
+            // The interrupt line keeps running whatever one handler did.
+            console.error(
+              `hv: VP ${this.index} interrupt handler failed: ${(error as Error).stack}`,
+            );
+          }
           // Let timers and I/O run between bursts of interrupts.
           await yieldToEventLoop();
           continue;

@@ -40,9 +40,21 @@ export class HostPorts {
     const handler = this.eventHandlers[port];
     if (handler) {
       this.eventsHandled++;
-      handler();
+      this.guard(handler, undefined);
     }
   };
+
+  /** Where a handler's exception goes; the dispatch loop itself never dies of one. */
+  onHandlerError: (error: Error) => void = (error) =>
+    console.error(`hv: port handler failed: ${error.stack}`);
+
+  private guard<A>(handler: (argument: A) => void, argument: A): void {
+    try {
+      handler(argument);
+    } catch (error) {
+      this.onHandlerError(error as Error);
+    }
+  }
   /** Called on every wake-up before ports are drained (EOM handling etc.). */
   onWake: (() => void) | undefined;
 
@@ -116,7 +128,7 @@ export class HostPorts {
         const dv = new DataView(this.scratch.buffer);
         const size = Math.min(dv.getUint32(4, true), HV_MESSAGE_PAYLOAD_BYTE_COUNT);
         handled++;
-        handler({
+        this.guard(handler, {
           connectionId: Number(dv.getBigUint64(8, true)),
           messageType: dv.getUint32(0, true),
           payload: this.scratch.slice(16, 16 + size),

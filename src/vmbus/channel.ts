@@ -90,6 +90,8 @@ export class ChannelEndpoint {
    * (infinite) by default: payloads are private copies.
    */
   inPlaceAbove = Number.POSITIVE_INFINITY;
+  /** Called when the packet handler threw; the packet is counted bad and dropped. */
+  onHandlerError: ((error: Error) => void) | undefined;
   /** Called once when the channel fails (corrupt ring). */
   onFailure: ((reason: string) => void) | undefined;
   private batchDepth = 0;
@@ -322,7 +324,17 @@ export class ChannelEndpoint {
       const handler = this.onPacket;
       // Only a send refused during this handler call explains a deferral.
       this.lastRefused = 0;
-      const consumed = handler ? handler(this.packet) !== false : true;
+      let consumed = true;
+      if (handler) {
+        // A device's handler that throws (a bug, or input it failed to
+        // check) costs that packet only, never the channel or the worker.
+        try {
+          consumed = handler(this.packet) !== false;
+        } catch (error) {
+          this.stats.badPackets++;
+          this.onHandlerError?.(error as Error);
+        }
+      }
       if (!consumed) {
         this.reader.rewind();
         return true;

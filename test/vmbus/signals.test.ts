@@ -184,3 +184,23 @@ describe('deferred packets', () => {
     assert.equal(b.stats.packetsReceived, 1);
   });
 });
+
+describe('a packet handler that throws', () => {
+  it('loses that packet only: counted, reported, and the channel goes on', () => {
+    const { a, b } = pair();
+    const errors: string[] = [];
+    const seen: number[] = [];
+    b.onHandlerError = (error) => errors.push(error.message);
+    b.onPacket = (p) => {
+      if (p.transLo === 2) throw new RangeError('device bug');
+      seen.push(p.transLo);
+      return true;
+    };
+    for (let i = 1; i <= 3; i++) a.sendInband(payload, i);
+    b.handleInterrupt();
+    assert.deepEqual(seen, [1, 3], 'the packets around it are delivered');
+    assert.deepEqual(errors, ['device bug']);
+    assert.equal(b.stats.badPackets, 1);
+    assert.equal(b.state, 'open');
+  });
+});

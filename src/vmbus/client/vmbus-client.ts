@@ -480,6 +480,8 @@ export class VmbusClient {
       `relid ${relid}`,
     );
     endpoint.onFailure = (reason) => this.log(`vmbus: channel stopped: ${reason}`);
+    endpoint.onHandlerError = (error) =>
+      this.log(`vmbus: relid ${relid}: driver dropped a packet it failed on: ${error.message}`);
     record.endpoint = endpoint;
     record.ringGpadl = gpadl;
     record.ringPfn = firstPfn;

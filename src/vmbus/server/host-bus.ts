@@ -85,6 +85,7 @@ export class HostBus {
     const onMessage = (m: { connectionId: number; payload: Uint8Array }): void => {
       this.execute(this.server.receive(m.connectionId, m.payload));
     };
+    this.partition.ports.onHandlerError = (error) => this.log(`vmbus: ${error.message}`);
     this.partition.ports.openMessagePort(VMBUS_MESSAGE_CONNECTION_ID, onMessage);
     if (this.server.usesConnectionId4) {
       this.partition.ports.openMessagePort(VMBUS_MESSAGE_CONNECTION_ID_4, onMessage);
@@ -268,6 +269,10 @@ export class HostBus {
       return;
     }
     endpoint.onFailure = (reason) => this.log(`vmbus: channel stopped: ${reason}`);
+    endpoint.onHandlerError = (error) =>
+      this.log(
+        `vmbus: relid ${action.relid}: device dropped a packet it failed on: ${error.message}`,
+      );
     try {
       await entry.device.open(endpoint, action.request);
     } catch (error) {
