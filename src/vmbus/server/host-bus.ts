@@ -30,12 +30,19 @@ export interface HostBusOptions {
   readonly log?: (message: string) => void;
 }
 
+/** Where a channel's interrupts go; MODIFYCHANNEL changes the VP. */
+interface InterruptRoute {
+  readonly relid: number;
+  targetVp: number;
+}
+
 interface OpenChannel {
   readonly relid: number;
   readonly deviceId: number;
   readonly endpoint: ChannelEndpoint;
   readonly request: OpenRequest;
   readonly connectionId: number;
+  readonly route: InterruptRoute;
 }
 
 interface DeviceEntry {
@@ -221,9 +228,11 @@ export class HostBus {
         case 'close-channel':
           this.track(this.closeChannel(action.relid));
           break;
-        case 'modify-channel':
-          // Interrupts are routed by the server's record at signal time.
+        case 'modify-channel': {
+          const channel = this.open.get(action.relid);
+          if (channel) channel.route.targetVp = action.targetVp;
           break;
+        }
         case 'connected':
         case 'disconnected':
           break;
@@ -248,6 +257,7 @@ export class HostBus {
     const entry = this.devices.get(action.deviceId);
     const memoryBuffer = this.partition.memory.buffer;
     let endpoint: ChannelEndpoint;
+    const route: InterruptRoute = { relid: action.relid, targetVp: action.request.targetVp };
     try {
       const pfns = action.gpadl.pfns;
       const guestToHost = Ring.fromPages(memoryBuffer, pfns.slice(0, action.downstreamPageOffset));
@@ -256,7 +266,7 @@ export class HostBus {
       endpoint = new ChannelEndpoint(
         hostToGuest,
         guestToHost,
-        () => this.signalGuest(relid),
+        () => this.signalGuest(route),
         `relid ${relid}`,
       );
     } catch (error) {
@@ -286,6 +296,7 @@ export class HostBus {
       endpoint,
       request: action.request,
       connectionId: action.connectionId,
+      route,
     });
     try {
       this.partition.ports.openEventPort(action.connectionId, () => endpoint.handleInterrupt());
@@ -321,12 +332,12 @@ export class HostBus {
    * receive half of the guest's interrupt page plus SIEFP bit 0 (Linux
    * vmbus_chan_sched for old protocol versions).
    */
-  private signalGuest(relid: number): void {
-    const target = this.server.interruptTarget(relid);
+  private signalGuest(route: InterruptRoute): void {
     const connection = this.server.connected;
-    if (!target || !connection) return;
+    if (!connection) return;
+    const relid = route.relid;
     if (connection.version >= VmbusVersion.Win8) {
-      this.partition.synic.signalEvent(target.vp, target.sint, relid);
+      this.partition.synic.signalEvent(route.targetVp, connection.sint, relid);
       return;
     }
     const page = Number(connection.interruptPage);
@@ -334,7 +345,7 @@ export class HostBus {
     const word = page + (relid >>> 5) * 4;
     if (page !== 0 && relid < 2048 * 8 && memory.contains(word, 4) && word % 4 === 0) {
       Atomics.or(memory.i32, word >>> 2, 1 << (relid & 31));
-      this.partition.synic.signalEvent(target.vp, target.sint, 0);
+      this.partition.synic.signalEvent(route.targetVp, connection.sint, 0);
     }
   }
 
