@@ -18,80 +18,28 @@
  * --profile reruns 4 KiB random reads and 1 MiB reads with the VM under
  * `node --cpu-prof` and prints where each thread's time went.
  */
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
-import { randomFillSync } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { mkdtemp, open, rm } from 'node:fs/promises';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { callVm } from '../src/cli/control-client.ts';
+import {
+  fio as fioJob,
+  fioOptions,
+  MiB,
+  option,
+  randomRaw,
+  type ServerProcess,
+  startQemuNbd,
+  startServerProcess,
+  toolVersions,
+  type Workload,
+  warmUp,
+  workloads,
+} from './_fio-nbd.ts';
 import { type Figure, figure, report } from './report.ts';
 
-const MiB = 1024 * 1024;
-const PATH = `/usr/bin:/usr/sbin:${process.env.PATH ?? ''}`;
 const root = join(import.meta.dirname, '..');
-
-interface Workload {
-  readonly name: string;
-  readonly rw: 'randread' | 'randwrite' | 'read' | 'write';
-  readonly bs: string;
-  readonly iodepth: number;
-  readonly unit: 'IOPS' | 'MiB/s';
-  readonly target: string;
-}
-
-const workloads: readonly Workload[] = [
-  {
-    name: '4k randread qd32',
-    rw: 'randread',
-    bs: '4k',
-    iodepth: 32,
-    unit: 'IOPS',
-    target: '>= 0.8',
-  },
-  {
-    name: '4k randwrite qd32',
-    rw: 'randwrite',
-    bs: '4k',
-    iodepth: 32,
-    unit: 'IOPS',
-    target: '>= 0.8',
-  },
-  { name: '1M seq read qd8', rw: 'read', bs: '1M', iodepth: 8, unit: 'MiB/s', target: '>= 0.9' },
-  { name: '1M seq write qd8', rw: 'write', bs: '1M', iodepth: 8, unit: 'MiB/s', target: '>= 0.9' },
-];
-
-function option(args: readonly string[], name: string, fallback: number): number {
-  const arg = args.find((a) => a.startsWith(`--${name}=`));
-  if (!arg) return fallback;
-  const value = Number(arg.slice(name.length + 3));
-  if (!Number.isFinite(value) || value <= 0)
-    throw new Error(`--${name} must be a positive number, got ${arg}`);
-  return value;
-}
-
-function exec(cmd: string, args: readonly string[], timeoutMs = 180_000): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      cmd,
-      args,
-      { env: { ...process.env, PATH }, timeout: timeoutMs, maxBuffer: 64 << 20 },
-      (error, stdout, stderr) => {
-        if (error) reject(new Error(`${cmd} ${args.join(' ')}: ${error.message}\n${stderr}`));
-        else resolve(stdout);
-      },
-    );
-  });
-}
-
-async function waitFor(path: string, child: ChildProcess, what: string): Promise<void> {
-  const deadline = Date.now() + 60_000;
-  while (!existsSync(path)) {
-    if (child.exitCode !== null) throw new Error(`${what} exited with ${child.exitCode}`);
-    if (Date.now() > deadline) throw new Error(`${what} did not create ${path}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** CPU seconds (user + system, all threads) a process has used. */
 function cpuSeconds(pid: number): number {
@@ -105,6 +53,7 @@ interface Sample {
   readonly cpuPerIo: number;
 }
 
+/** One fio job, with the CPU time the server process `pid` spent per I/O meanwhile. */
 async function fio(
   uri: string,
   w: Workload,
@@ -113,47 +62,9 @@ async function fio(
   pid: number,
 ): Promise<Sample> {
   const before = cpuSeconds(pid);
-  const out = await exec('fio', [
-    '--name=bench',
-    '--ioengine=nbd',
-    `--uri=${uri}`,
-    `--rw=${w.rw}`,
-    `--bs=${w.bs}`,
-    `--iodepth=${w.iodepth}`,
-    `--size=${sizeMiB}M`,
-    '--time_based',
-    `--runtime=${runtime}`,
-    '--randrepeat=0',
-    '--output-format=json',
-  ]);
+  const { rate, ios } = await fioJob(uri, w, runtime, sizeMiB);
   const cpu = cpuSeconds(pid) - before;
-  const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
-  if (job.error) throw new Error(`fio ${w.name} on ${uri}: error ${job.error}`);
-  const side = w.rw.includes('read') ? job.read : job.write;
-  const ios = side.total_ios as number;
-  return {
-    rate: w.unit === 'IOPS' ? side.iops : side.bw_bytes / MiB,
-    cpuPerIo: ios > 0 ? (cpu * 1e6) / ios : Number.NaN,
-  };
-}
-
-async function randomRaw(path: string, size: number): Promise<void> {
-  const file = await open(path, 'w');
-  try {
-    const piece = new Uint8Array(MiB);
-    for (let at = 0; at < size; at += MiB) {
-      randomFillSync(piece);
-      await file.write(piece, 0, Math.min(MiB, size - at), at);
-    }
-  } finally {
-    await file.close();
-  }
-}
-
-interface Running {
-  readonly pid: number;
-  readonly uri: string;
-  stop(): Promise<void>;
+  return { rate, cpuPerIo: ios > 0 ? (cpu * 1e6) / ios : Number.NaN };
 }
 
 async function startVm(
@@ -161,7 +72,7 @@ async function startVm(
   raw: string,
   channels: number,
   nodeArgs: string[] = [],
-): Promise<Running & { control: string }> {
+): Promise<ServerProcess & { control: string }> {
   const config = join(dir, 'vm.json');
   const control = join(dir, 'control.sock');
   writeFileSync(
@@ -174,54 +85,14 @@ async function startVm(
       ],
     }),
   );
-  const socket = join(dir, 'bench-scsi0-lun0.sock');
-  const child = spawn(
+  const vm = await startServerProcess(
+    'hvkit run',
     process.execPath,
     [...nodeArgs, join(root, 'bin', 'hvkit.js'), 'run', config, '--control', control],
-    {
-      env: { ...process.env, HVKIT_RUN_DIR: dir },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    },
+    join(dir, 'bench-scsi0-lun0.sock'),
+    { env: { ...process.env, HVKIT_RUN_DIR: dir }, stopSignal: 'SIGINT' },
   );
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  try {
-    await waitFor(socket, child, 'hvkit run');
-  } catch (error) {
-    child.kill('SIGKILL');
-    throw error;
-  }
-  return {
-    pid: child.pid!,
-    uri: `nbd+unix:///?socket=${socket}`,
-    control,
-    async stop() {
-      child.kill('SIGINT');
-      await exited;
-    },
-  };
-}
-
-async function startQemu(dir: string, raw: string): Promise<Running> {
-  const socket = join(dir, 'qemu.sock');
-  const child = spawn('qemu-nbd', ['-k', socket, '-f', 'raw', '--persistent', '--shared=8', raw], {
-    env: { ...process.env, PATH },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  try {
-    await waitFor(socket, child, 'qemu-nbd');
-  } catch (error) {
-    child.kill('SIGKILL');
-    throw error;
-  }
-  return {
-    pid: child.pid!,
-    uri: `nbd+unix:///?socket=${socket}`,
-    async stop() {
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
+  return { ...vm, control };
 }
 
 interface CpuProfile {
@@ -302,9 +173,7 @@ async function profile(
 }
 
 export async function run(args: string[]): Promise<void> {
-  const runtime = option(args, 'runtime', 3);
-  const reps = option(args, 'reps', 3);
-  const sizeMiB = option(args, 'size', 128);
+  const { runtime, reps, sizeMiB } = fioOptions(args);
   const channels = option(args, 'channels', 2);
   const dir = await mkdtemp(join(tmpdir(), 'hvkit-bench-storage-'));
   const figures: Figure[] = [];
@@ -317,10 +186,10 @@ export async function run(args: string[]): Promise<void> {
     const raw = join(dir, 'disk.raw');
     await randomRaw(raw, sizeMiB * MiB);
     const vm = await startVm(dir, raw, channels);
-    const qemu = await startQemu(dir, raw);
+    const qemu = await startQemuNbd(raw, 'raw', join(dir, 'qemu.sock'));
     try {
-      await fio(vm.uri, workloads[2]!, 1, sizeMiB, vm.pid);
-      await fio(qemu.uri, workloads[2]!, 1, sizeMiB, qemu.pid);
+      await fio(vm.uri, warmUp, 1, sizeMiB, vm.pid);
+      await fio(qemu.uri, warmUp, 1, sizeMiB, qemu.pid);
       for (const w of workloads) {
         const ours: Sample[] = [];
         const theirs: Sample[] = [];
@@ -362,8 +231,7 @@ export async function run(args: string[]): Promise<void> {
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
-  const fioVersion = (await exec('fio', ['--version'])).trim();
-  const qemuVersion = (await exec('qemu-nbd', ['--version'])).split('\n')[0]?.trim();
+  const versions = await toolVersions();
   report('storage', figures, {
     command: `npm run bench -- storage --runtime=${runtime} --reps=${reps} --size=${sizeMiB} --channels=${channels}${args.includes('--profile') ? ' --profile' : ''}`,
     method:
@@ -376,8 +244,8 @@ export async function run(args: string[]): Promise<void> {
     repetitions: reps,
     imageMiB: sizeMiB,
     channels,
-    fio: fioVersion,
-    qemuNbd: qemuVersion,
+    fio: versions.fio,
+    qemuNbd: versions.qemuNbd,
     ...(profiles ? { profiles } : {}),
     totalSeconds: Math.round((Date.now() - started) / 1000),
   });

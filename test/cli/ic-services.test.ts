@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import {
   createReadStream,
@@ -11,6 +10,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { mountTmpfs } from '../real-tools.ts';
 import { hvkit, runDir, startVm } from './hvkit.ts';
 
 const name = 'ic-services';
@@ -50,7 +50,8 @@ const cli = (args: string[]) => hvkit([...args, '--vm', name], { timeoutMs: 120_
 
 describe('integration services from the CLI', () => {
   let vm: Awaited<ReturnType<typeof startVm>>;
-  let mounted = false;
+  /** Set while the 1 MiB tmpfs is mounted on guest/small. */
+  let unmount: (() => void) | undefined;
   before(async () => {
     mkdirSync(join(guestRoot, 'small'), { recursive: true });
     const config = join(dir, 'vm.yaml');
@@ -76,7 +77,7 @@ describe('integration services from the CLI', () => {
   after(async () => {
     vm?.kill();
     await vm?.exit;
-    if (mounted) execFileSync('umount', ['-l', join(guestRoot, 'small')]);
+    unmount?.();
     rmSync(dir, { recursive: true, force: true });
   });
 
@@ -178,8 +179,7 @@ describe('integration services from the CLI', () => {
   });
 
   it('copy-file: a full destination (1 MiB tmpfs) reports the error and leaves no partial file', async () => {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', join(guestRoot, 'small')]);
-    mounted = true;
+    unmount = mountTmpfs(join(guestRoot, 'small'), '1m');
     const src = join(dir, 'four.bin');
     writeFileSync(src, randomBytes(4 * 1024 * 1024));
     const copy = await cli(['copy-file', src, '--to-guest', '/small/four.bin']);

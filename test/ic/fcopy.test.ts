@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   existsSync,
@@ -16,6 +15,7 @@ import { describe, it } from 'node:test';
 import { FcopyService } from '../../src/ic/fcopy/vsc.ts';
 import { FcopyVsp } from '../../src/ic/fcopy/vsp.ts';
 import { IcDriver } from '../../src/ic/vsc.ts';
+import { mountTmpfs } from '../real-tools.ts';
 import { makeBus } from '../vmbus/harness.ts';
 
 async function setup(t: import('node:test').TestContext) {
@@ -105,8 +105,7 @@ describe('file copy', () => {
     const { root, vsp, service, undo } = await setup(t);
     const mount = join(root, 'small');
     mkdirSync(mount);
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mount]);
-    undo.push(() => execFileSync('umount', ['-l', mount]));
+    undo.push(mountTmpfs(mount, '1m'));
     const data = randomBytes(3 * 1024 * 1024);
     await assert.rejects(
       copy(vsp, data, '/small', 'big.bin'),

@@ -1,48 +1,28 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { open, stat, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { checkImage } from '../../../src/storage/disk/check.ts';
 import { openDisk } from '../../../src/storage/disk/open.ts';
 import { createVhd } from '../../../src/storage/disk/vhd/create.ts';
 import { createVhdx } from '../../../src/storage/disk/vhdx/create.ts';
+import { hvkit } from '../../cli/hvkit.ts';
+import { tempDir } from '../../real-tools.ts';
+import { MiB } from './content.ts';
 import { qemuImg, qemuInfo } from './qemu.ts';
-import { MiB, scratchDir } from './scratch.ts';
 
 /** `hvkit disk ...` as a user runs it: a child process, exit codes and output. */
 
-const ROOT = resolve(fileURLToPath(import.meta.url), '../../../..');
-
-interface Run {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-function hvkit(...args: string[]): Promise<Run> {
-  return new Promise((done) => {
-    execFile(
-      process.execPath,
-      ['--import', 'tsx', 'src/cli/main.ts', 'disk', ...args],
-      { cwd: ROOT, maxBuffer: 16 << 20 },
-      (error, stdout, stderr) => {
-        const code = error ? (typeof error.code === 'number' ? error.code : -1) : 0;
-        done({ code, stdout, stderr });
-      },
-    );
-  });
-}
+const hvkitDisk = (...args: string[]) => hvkit(['disk', ...args], { timeoutMs: 120_000 });
 
 test('create: formats, sizes with units, refusal to overwrite, bad input', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const [vhdx, vhd, raw, fixed] = await Promise.all([
-    hvkit('create', join(dir, 'a.vhdx'), '64M', '--block-size', '1M'),
-    hvkit('create', '-f', 'vhd', join(dir, 'b.disk'), '10G'),
-    hvkit('create', join(dir, 'c.img'), '1048576'),
-    hvkit(
+    hvkitDisk('create', join(dir, 'a.vhdx'), '64M', '--block-size', '1M'),
+    hvkitDisk('create', '-f', 'vhd', join(dir, 'b.disk'), '10G'),
+    hvkitDisk('create', join(dir, 'c.img'), '1048576'),
+    hvkitDisk(
       'create',
       join(dir, 'd.vhdx'),
       '8M',
@@ -64,15 +44,15 @@ test('create: formats, sizes with units, refusal to overwrite, bad input', async
   assert.equal((await stat(join(dir, 'd.vhdx'))).size, 12 * MiB);
 
   const before = await stat(join(dir, 'a.vhdx'));
-  const again = await hvkit('create', join(dir, 'a.vhdx'), '1G');
+  const again = await hvkitDisk('create', join(dir, 'a.vhdx'), '1G');
   assert.equal(again.code, 1);
   assert.match(again.stderr, /already exists; refusing to overwrite it/);
   assert.deepEqual((await stat(join(dir, 'a.vhdx'))).mtimeMs, before.mtimeMs);
 
   const [badSize, badFormat, badBlock] = await Promise.all([
-    hvkit('create', join(dir, 'x.vhdx'), '12Q'),
-    hvkit('create', '-f', 'qcow2', join(dir, 'x.img'), '1M'),
-    hvkit('create', join(dir, 'x.vhdx'), '8M', '--block-size', '3M'),
+    hvkitDisk('create', join(dir, 'x.vhdx'), '12Q'),
+    hvkitDisk('create', '-f', 'qcow2', join(dir, 'x.img'), '1M'),
+    hvkitDisk('create', join(dir, 'x.vhdx'), '8M', '--block-size', '3M'),
   ]);
   for (const r of [badSize, badFormat, badBlock]) assert.notEqual(r.code, 0);
   assert.match(badSize.stderr, /"12Q" is not a size/);
@@ -82,7 +62,7 @@ test('create: formats, sizes with units, refusal to overwrite, bad input', async
 });
 
 test('info --json agrees with qemu-img info --output=json; human output; parent chain', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const image = join(dir, 'q.vhdx');
   await qemuImg('create', '-f', 'vhdx', '-o', 'block_size=2M', image, '20M');
   const vhd = join(dir, 'q.vhd');
@@ -91,7 +71,7 @@ test('info --json agrees with qemu-img info --output=json; human output; parent 
     [image, 'vhdx', 'vhdx'],
     [vhd, 'vpc', 'vhd'],
   ] as const) {
-    const r = await hvkit('info', '--json', path);
+    const r = await hvkitDisk('info', '--json', path);
     assert.equal(r.code, 0, r.stderr);
     const mine = JSON.parse(r.stdout) as Record<string, unknown>;
     const theirs = await qemuInfo(path, qemuFormat);
@@ -103,7 +83,7 @@ test('info --json agrees with qemu-img info --output=json; human output; parent 
 
   const child = join(dir, 'child.vhdx');
   await createVhdx(child, { type: 'differencing', parent: image });
-  const human = await hvkit('info', child);
+  const human = await hvkitDisk('info', child);
   assert.equal(human.code, 0, human.stderr);
   assert.match(human.stdout, /^file format: vhdx$/m);
   assert.match(human.stdout, /^virtual size: 20 MiB \(20971520 bytes\)$/m);
@@ -112,13 +92,13 @@ test('info --json agrees with qemu-img info --output=json; human output; parent 
   assert.match(human.stdout, /parent_linkage \{[0-9A-F-]{36}\}/);
   assert.match(human.stdout, new RegExp(`^image: ${image}$`, 'm'));
 
-  const missing = await hvkit('info', join(dir, 'nope.vhdx'));
+  const missing = await hvkitDisk('info', join(dir, 'nope.vhdx'));
   assert.equal(missing.code, 1);
   assert.match(missing.stderr, /cannot open .*nope\.vhdx/);
 });
 
 test('check: exit 0 clean, 2 corrupt, 3 leaks only, 63 raw; --repair fixes', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const clean = join(dir, 'clean.vhdx');
   await createVhdx(clean, { size: 8 * MiB, type: 'dynamic', blockSize: MiB });
 
@@ -144,10 +124,10 @@ test('check: exit 0 clean, 2 corrupt, 3 leaks only, 63 raw; --repair fixes', asy
   await writeFile(raw, Buffer.alloc(4096));
 
   const [c0, c2, c3, c63] = await Promise.all([
-    hvkit('check', clean),
-    hvkit('check', corrupt),
-    hvkit('check', leaky),
-    hvkit('check', raw),
+    hvkitDisk('check', clean),
+    hvkitDisk('check', corrupt),
+    hvkitDisk('check', leaky),
+    hvkitDisk('check', raw),
   ]);
   assert.equal(c0.code, 0, c0.stdout + c0.stderr);
   assert.match(c0.stdout, /No errors were found on the image\./);
@@ -160,8 +140,8 @@ test('check: exit 0 clean, 2 corrupt, 3 leaks only, 63 raw; --repair fixes', asy
   assert.match(c63.stderr, /does not support checks/);
 
   const [r2, r3] = await Promise.all([
-    hvkit('check', '--repair', corrupt),
-    hvkit('check', '-r', leaky),
+    hvkitDisk('check', '--repair', corrupt),
+    hvkitDisk('check', '-r', leaky),
   ]);
   assert.equal(r2.code, 0, r2.stdout + r2.stderr);
   assert.match(r2.stdout, /Repaired: rewrote header 1/);
@@ -175,7 +155,7 @@ test('check: exit 0 clean, 2 corrupt, 3 leaks only, 63 raw; --repair fixes', asy
 });
 
 test('convert and compare: formats round trip; compare exit codes and first offset', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const source = join(dir, 'source.vhdx');
   await createVhdx(source, { size: 6 * MiB, type: 'dynamic', blockSize: MiB });
   const data = randomBytes(MiB);
@@ -184,30 +164,30 @@ test('convert and compare: formats round trip; compare exit codes and first offs
   await disk.close();
 
   const [toVhd, toRaw] = await Promise.all([
-    hvkit('convert', source, join(dir, 'out.vhd'), '-O', 'vhd', '--type', 'fixed'),
-    hvkit('convert', '-f', 'vhdx', source, join(dir, 'out.raw'), '-O', 'raw'),
+    hvkitDisk('convert', source, join(dir, 'out.vhd'), '-O', 'vhd', '--type', 'fixed'),
+    hvkitDisk('convert', '-f', 'vhdx', source, join(dir, 'out.raw'), '-O', 'raw'),
   ]);
   assert.equal(toVhd.code, 0, toVhd.stderr);
   assert.equal(toRaw.code, 0, toRaw.stderr);
   await qemuImg('compare', '-f', 'vhdx', '-F', 'vpc', source, join(dir, 'out.vhd'));
   await qemuImg('compare', '-f', 'vhdx', '-F', 'raw', source, join(dir, 'out.raw'));
-  const same = await hvkit('compare', source, join(dir, 'out.vhd'));
+  const same = await hvkitDisk('compare', source, join(dir, 'out.vhd'));
   assert.equal(same.code, 0, same.stdout + same.stderr);
   assert.match(same.stdout, /Images are identical\./);
 
   const changed = await openDisk(join(dir, 'out.vhd'));
   await changed.write(3 * MiB - 512, new Uint8Array(512).fill(1));
   await changed.close();
-  const differ = await hvkit('compare', source, join(dir, 'out.vhd'));
+  const differ = await hvkitDisk('compare', source, join(dir, 'out.vhd'));
   assert.equal(differ.code, 1);
   const expectedOffset =
     3 * MiB - 512 + new Uint8Array(data.subarray(MiB - 512)).findIndex((b) => b !== 1);
   assert.match(differ.stdout, new RegExp(`Content mismatch at offset ${expectedOffset}!`));
 
   const [missing, badArgs, exists] = await Promise.all([
-    hvkit('compare', source, join(dir, 'nope.vhdx')),
-    hvkit('compare', source),
-    hvkit('convert', source, join(dir, 'out.raw'), '-O', 'raw'),
+    hvkitDisk('compare', source, join(dir, 'nope.vhdx')),
+    hvkitDisk('compare', source),
+    hvkitDisk('convert', source, join(dir, 'out.raw'), '-O', 'raw'),
   ]);
   assert.equal(missing.code, 2);
   assert.equal(badArgs.code, 2);

@@ -9,8 +9,8 @@ import { VhdDisk } from '../../../src/storage/disk/vhd/vhd-disk.ts';
 import { createVhdx } from '../../../src/storage/disk/vhdx/create.ts';
 import { PAYLOAD_BLOCK_FULLY_PRESENT } from '../../../src/storage/disk/vhdx/format.ts';
 import { VhdxDisk } from '../../../src/storage/disk/vhdx/vhdx-disk.ts';
-import { tool } from './qemu.ts';
-import { firstDifference, MiB, readAll, scratchDir } from './scratch.ts';
+import { run, tempDir } from '../../real-tools.ts';
+import { firstDifference, MiB, readAll } from './content.ts';
 
 /**
  * The SCSI target keeps up to 32 requests in flight: 32 concurrent writes
@@ -35,7 +35,7 @@ const images = [
 
 for (const image of images) {
   test(`${image.format}: 32 concurrent writes to one new block and to many new blocks`, async (t) => {
-    const dir = await scratchDir(t);
+    const dir = await tempDir(t);
     const path = join(dir, `image.${image.format}`);
     await image.create(path);
     const expected = new Uint8Array(SIZE);
@@ -75,10 +75,10 @@ for (const image of images) {
     const reference = join(dir, 'expected.raw');
     await writeFile(reference, expected);
     if (image.qemu === 'vhdx') {
-      const check = await tool('qemu-img', ['check', '-f', 'vhdx', path]);
+      const check = await run('qemu-img', ['check', '-f', 'vhdx', path]);
       assert.equal(check.code, 0, check.stdout + check.stderr);
     }
-    const compare = await tool('qemu-img', [
+    const compare = await run('qemu-img', [
       'compare',
       '-f',
       image.qemu,

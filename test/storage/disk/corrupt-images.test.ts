@@ -11,7 +11,8 @@ import { VhdDisk } from '../../../src/storage/disk/vhd/vhd-disk.ts';
 import { crc32cWithZeroedField } from '../../../src/storage/disk/vhdx/crc32c.ts';
 import { createVhdx } from '../../../src/storage/disk/vhdx/create.ts';
 import { VhdxDisk } from '../../../src/storage/disk/vhdx/vhdx-disk.ts';
-import { MiB, scratchDir } from './scratch.ts';
+import { tempDir } from '../../real-tools.ts';
+import { MiB } from './content.ts';
 
 /**
  * Damaged and hostile images: a bad header falls back to the good one;
@@ -91,7 +92,7 @@ async function dynamicVhdx(dir: string, name = 'base.vhdx'): Promise<string> {
 }
 
 test('a header with a bad CRC is skipped for the other one', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const path = await dynamicVhdx(dir);
   const disk0 = await VhdxDisk.open(path, { readOnly: true });
   const slot = disk0.layout.current.slot;
@@ -114,7 +115,7 @@ test('a header with a bad CRC is skipped for the other one', async (t) => {
 });
 
 test('two bad headers: an error naming both', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const path = await dynamicVhdx(dir);
   await patch(path, HEADERS[0]! + 100, new Uint8Array([1]));
   await patch(path, HEADERS[1]! + 8, new Uint8Array([0x99]));
@@ -128,7 +129,7 @@ test('two bad headers: an error naming both', async (t) => {
 });
 
 test('a BAT entry pointing past the end of the file', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const path = await dynamicVhdx(dir);
   // Payload block 5: FULLY_PRESENT at 900 MiB.
   await patch(path, BAT + 5 * 8, u64le(900 * MiB + 6));
@@ -139,7 +140,7 @@ test('a BAT entry pointing past the end of the file', async (t) => {
 });
 
 test('two BAT entries pointing at the same block', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const path = await dynamicVhdx(dir);
   const entry1 = await readAt(path, BAT + 8, 8);
   await patch(path, BAT + 6 * 8, entry1);
@@ -153,7 +154,7 @@ test('two BAT entries pointing at the same block', async (t) => {
 });
 
 test('a block size that is not a power of two', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const path = await dynamicVhdx(dir);
   await patch(path, METADATA + 64 * 1024, u32le(3 * MiB));
   await assert.rejects(
@@ -163,7 +164,7 @@ test('a block size that is not a power of two', async (t) => {
 });
 
 test('truncated VHDX files', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const base = await dynamicVhdx(dir);
   const cases: [number, RegExp, RegExp][] = [
     [100 * 1024, /^VHDX header section$/, /smaller than the 1 MiB header section/],
@@ -183,7 +184,7 @@ test('truncated VHDX files', async (t) => {
 });
 
 test('VHD: a bad footer falls back to the copy; bad everything is an error', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const path = join(dir, 'd.vhd');
   await createVhd(path, { size: 6 * MiB, type: 'dynamic' });
   const disk = await VhdDisk.open(path);
@@ -205,7 +206,7 @@ test('VHD: a bad footer falls back to the copy; bad everything is an error', asy
 });
 
 test('VHD: a BAT entry past the footer and a truncated fixed disk', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const path = join(dir, 'd.vhd');
   await createVhd(path, { size: 6 * MiB, type: 'dynamic' });
   const entry = new Uint8Array(4);
@@ -295,7 +296,7 @@ async function fixVhdChecksums(path: string): Promise<void> {
 }
 
 test('fast-check: mutated images open and read with only ImageFormatError/DiskIoError, never hang', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const bases: Base[] = [];
   const vhdx = await dynamicVhdx(dir, 'dynamic.vhdx');
   const vhdxHot: [number, number][] = [

@@ -7,8 +7,9 @@ import type { BlockDevice } from '../../../src/storage/disk/block-device.ts';
 import { openDisk } from '../../../src/storage/disk/open.ts';
 import { createVhd } from '../../../src/storage/disk/vhd/create.ts';
 import { createVhdx } from '../../../src/storage/disk/vhdx/create.ts';
-import { qemuImg, qemuInfo, tool } from './qemu.ts';
-import { firstDifference, MiB, readAll, scratchDir } from './scratch.ts';
+import { run, tempDir } from '../../real-tools.ts';
+import { firstDifference, MiB, readAll } from './content.ts';
+import { qemuImg, qemuInfo } from './qemu.ts';
 
 /**
  * Images hvkit creates and writes (random writes, discards and
@@ -124,7 +125,7 @@ async function randomOperations(
 
 for (const c of cases) {
   test(`hvkit-written ${c.name}: qemu-img check, compare and info agree`, async (t) => {
-    const dir = await scratchDir(t);
+    const dir = await tempDir(t);
     const image = join(dir, `image.${c.format}`);
     await c.create(image);
     const expected = new Uint8Array(c.size);
@@ -151,15 +152,15 @@ for (const c of cases) {
     await writeFile(reference, expected);
     if (c.qemuReadable === false) {
       // qemu refuses VHDX with 4096-byte logical sectors ("Operation not supported").
-      const info = await tool('qemu-img', ['info', '-f', c.qemuFormat, image]);
+      const info = await run('qemu-img', ['info', '-f', c.qemuFormat, image]);
       assert.notEqual(info.code, 0);
     } else {
       if (c.qemuFormat === 'vhdx') {
-        const check = await tool('qemu-img', ['check', '-f', 'vhdx', image]);
+        const check = await run('qemu-img', ['check', '-f', 'vhdx', image]);
         assert.equal(check.code, 0, `qemu-img check: ${check.stdout}${check.stderr}`);
       }
       const args = ['compare', '-f', c.qemuFormat, '-F', 'raw', image, reference];
-      const compare = await tool('qemu-img', args);
+      const compare = await run('qemu-img', args);
       assert.equal(compare.code, 0, `qemu-img compare: ${compare.stdout}${compare.stderr}`);
       assert.equal((await qemuInfo(image, c.qemuFormat))['virtual-size'], c.size);
     }
@@ -176,7 +177,7 @@ for (const c of cases) {
 }
 
 test('an hvkit VHDX converted by qemu-img to raw matches what hvkit wrote', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const image = join(dir, 'image.vhdx');
   await createVhdx(image, { size: 8 * MiB, type: 'dynamic', blockSize: MiB });
   const disk = await openDisk(image);

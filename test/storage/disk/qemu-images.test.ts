@@ -3,15 +3,9 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { detectFormat, openDisk } from '../../../src/storage/disk/open.ts';
+import { tempDir } from '../../real-tools.ts';
+import { firstDifference, MiB, randomContent, readAll, writeSparse } from './content.ts';
 import { qemuImg, qemuInfo, qemuIo } from './qemu.ts';
-import {
-  firstDifference,
-  MiB,
-  randomContent,
-  readAll,
-  scratchDir,
-  writeSparse,
-} from './scratch.ts';
 
 /**
  * Images made by qemu-img open in hvkit and read exactly what
@@ -44,7 +38,7 @@ async function expectSameAsQemu(
 const SIZE = 24 * MiB;
 
 test('qemu-img convert to dynamic VHDX (qemu default and 1 MiB blocks) reads identically', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const raw = join(dir, 'source.raw');
   await writeSparse(raw, randomContent(SIZE));
   for (const options of ['subformat=dynamic', 'subformat=dynamic,block_size=1M']) {
@@ -55,7 +49,7 @@ test('qemu-img convert to dynamic VHDX (qemu default and 1 MiB blocks) reads ide
 });
 
 test('qemu-img convert to fixed VHDX with block_state_zero=off reads identically', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const raw = join(dir, 'source.raw');
   await writeSparse(raw, randomContent(SIZE));
   const image = join(dir, 'fixed.vhdx');
@@ -74,7 +68,7 @@ test('qemu-img convert to fixed VHDX with block_state_zero=off reads identically
 });
 
 test('a qemu VHDX with zero-state blocks, written by qemu-io, reads identically', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const image = join(dir, 'zero-state.vhdx');
   // block_state_zero defaults to on: every BAT entry starts as PAYLOAD_BLOCK_ZERO.
   await qemuImg('create', '-f', 'vhdx', '-o', 'block_size=1M', image, '16M');
@@ -103,7 +97,7 @@ test('a qemu VHDX with zero-state blocks, written by qemu-io, reads identically'
 });
 
 test('qemu-img convert to VHD fixed and dynamic with force_size=on reads identically', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const raw = join(dir, 'source.raw');
   // Not a CHS product: force_size keeps the exact size in the footer.
   const size = SIZE - 3 * 512;
@@ -127,7 +121,7 @@ test('qemu-img convert to VHD fixed and dynamic with force_size=on reads identic
 });
 
 test('a qemu dynamic VHD written by qemu-io reads identically', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const image = join(dir, 'written.vhd');
   await qemuImg('create', '-f', 'vpc', '-o', 'subformat=dynamic,force_size=on', image, '10M');
   await qemuIo('-f', 'vpc', '-c', 'write -P 0x5e 3M 5k', '-c', 'write -P 0x61 9M 1M', image);

@@ -1,28 +1,22 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { DiskIoError } from '../../../src/storage/disk/block-device.ts';
 import { nativeAddonError } from '../../../src/storage/disk/fallocate.ts';
 import { detectFormat, openDisk } from '../../../src/storage/disk/open.ts';
 import { RawDisk } from '../../../src/storage/disk/raw-disk.ts';
+import { tempDir } from '../../real-tools.ts';
 
 const MiB = 1 << 20;
-
-async function scratch(t: { after(fn: () => Promise<void>): void }): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'hvkit-raw-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
 
 test('the native fallocate addon is built and loads', () => {
   assert.equal(nativeAddonError, null);
 });
 
 test('raw disk reads and writes at file offsets, vectored too', async (t) => {
-  const dir = await scratch(t);
+  const dir = await tempDir(t);
   const path = join(dir, 'disk.img');
   const content = randomBytes(4 * MiB);
   await writeFile(path, content);
@@ -44,7 +38,7 @@ test('raw disk reads and writes at file offsets, vectored too', async (t) => {
 });
 
 test('discard punches a hole and write-zeroes zeroes, keeping the size', async (t) => {
-  const dir = await scratch(t);
+  const dir = await tempDir(t);
   const path = join(dir, 'disk.img');
   await writeFile(path, Buffer.alloc(8 * MiB, 0xab));
   const disk = await RawDisk.open(path);
@@ -68,7 +62,7 @@ test('discard punches a hole and write-zeroes zeroes, keeping the size', async (
 });
 
 test('a file whose length is not sector aligned is rounded up; the tail reads zeros', async (t) => {
-  const dir = await scratch(t);
+  const dir = await tempDir(t);
   const path = join(dir, 'odd.img');
   await writeFile(path, Buffer.alloc(1000, 7));
   const disk = await RawDisk.open(path, { readOnly: true });
@@ -81,7 +75,7 @@ test('a file whose length is not sector aligned is rounded up; the tail reads ze
 });
 
 test('range, read-only and closed errors are DiskIoErrors with the offset', async (t) => {
-  const dir = await scratch(t);
+  const dir = await tempDir(t);
   const path = join(dir, 'disk.img');
   await writeFile(path, Buffer.alloc(MiB));
   const disk = await RawDisk.open(path, { readOnly: true });
@@ -97,7 +91,7 @@ test('range, read-only and closed errors are DiskIoErrors with the offset', asyn
 });
 
 test('the identifier is stable for a path and differs between files', async (t) => {
-  const dir = await scratch(t);
+  const dir = await tempDir(t);
   await writeFile(join(dir, 'a.img'), Buffer.alloc(4096));
   await writeFile(join(dir, 'b.img'), Buffer.alloc(4096));
   const a1 = await RawDisk.open(join(dir, 'a.img'), { readOnly: true });
@@ -114,7 +108,7 @@ test('the identifier is stable for a path and differs between files', async (t) 
 });
 
 test('openDisk detects raw and opens it', async (t) => {
-  const dir = await scratch(t);
+  const dir = await tempDir(t);
   const path = join(dir, 'plain.img');
   await writeFile(path, Buffer.alloc(MiB, 1));
   assert.equal(await detectFormat(path), 'raw');

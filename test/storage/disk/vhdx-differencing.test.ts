@@ -7,7 +7,8 @@ import { ImageFormatError } from '../../../src/storage/disk/block-device.ts';
 import { createVhdx } from '../../../src/storage/disk/vhdx/create.ts';
 import { PAYLOAD_BLOCK_PARTIALLY_PRESENT } from '../../../src/storage/disk/vhdx/format.ts';
 import { VhdxDisk } from '../../../src/storage/disk/vhdx/vhdx-disk.ts';
-import { firstDifference, MiB, readAll, scratchDir } from './scratch.ts';
+import { tempDir } from '../../real-tools.ts';
+import { firstDifference, MiB, readAll } from './content.ts';
 
 const SIZE = 12 * MiB;
 
@@ -29,7 +30,7 @@ async function makeParent(path: string): Promise<Uint8Array> {
 }
 
 test('a child reads through to its parent; writes land only in the child', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const parentPath = join(dir, 'parent.vhdx');
   const childPath = join(dir, 'child.vhdx');
   const expected = await makeParent(parentPath);
@@ -77,7 +78,7 @@ test('a child reads through to its parent; writes land only in the child', async
 });
 
 test('a chain of three: grandchild over child over parent', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const expected = await makeParent(join(dir, 'base.vhdx'));
   await createVhdx(join(dir, 'mid.vhdx'), { type: 'differencing', parent: join(dir, 'base.vhdx') });
   const mid = await VhdxDisk.open(join(dir, 'mid.vhdx'));
@@ -102,7 +103,7 @@ test('a chain of three: grandchild over child over parent', async (t) => {
 });
 
 test('many concurrent writes into one unallocated block of a child all land', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const expected = await makeParent(join(dir, 'parent.vhdx'));
   await createVhdx(join(dir, 'child.vhdx'), {
     type: 'differencing',
@@ -131,7 +132,7 @@ test('many concurrent writes into one unallocated block of a child all land', as
 });
 
 test('a parent that changed after the child was made is refused (parent_linkage)', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const parentPath = join(dir, 'parent.vhdx');
   await makeParent(parentPath);
   await createVhdx(join(dir, 'child.vhdx'), { type: 'differencing', parent: parentPath });
@@ -152,7 +153,7 @@ test('a parent that changed after the child was made is refused (parent_linkage)
 });
 
 test('the parent is found by relative path after both move, and a missing one is named', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   await mkdir(join(dir, 'a'));
   const expected = await makeParent(join(dir, 'a', 'parent.vhdx'));
   await createVhdx(join(dir, 'a', 'child.vhdx'), {
@@ -177,7 +178,7 @@ test('the parent is found by relative path after both move, and a missing one is
 });
 
 test('differencing over 4096-byte sectors: per-sector presence at that size', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const parentPath = join(dir, 'parent4k.vhdx');
   await createVhdx(parentPath, {
     size: 8 * MiB,

@@ -10,8 +10,9 @@ import { HeaderWriter } from '../../../src/storage/disk/vhdx/header-writer.ts';
 import { Journal } from '../../../src/storage/disk/vhdx/journal.ts';
 import { readVhdxLayout } from '../../../src/storage/disk/vhdx/layout.ts';
 import { VhdxDisk } from '../../../src/storage/disk/vhdx/vhdx-disk.ts';
+import { tempDir } from '../../real-tools.ts';
+import { MiB } from './content.ts';
 import { qemuImg } from './qemu.ts';
-import { MiB, scratchDir } from './scratch.ts';
 
 /**
  * The journal's order ([MS-VHDX] 2.3): flush the data, write the log entry,
@@ -70,7 +71,7 @@ async function allocateBlock(
 }
 
 test('commit order: flush data, write the entry, flush, apply in place, flush', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const image = join(dir, 'j.vhdx');
   await createVhdx(image, { size: 8 * MiB, type: 'dynamic', blockSize: MiB });
   const { file, layout, journal, calls } = await journalOver(image);
@@ -95,7 +96,7 @@ test('commit order: flush data, write the entry, flush, apply in place, flush', 
 });
 
 test('a crash between log and apply is repaired by replay, in hvkit and in qemu', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const image = join(dir, 'crash.vhdx');
   await createVhdx(image, { size: 8 * MiB, type: 'dynamic', blockSize: MiB });
   const { file, layout, journal } = await journalOver(

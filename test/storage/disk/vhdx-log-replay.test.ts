@@ -8,8 +8,9 @@ import { checkImage } from '../../../src/storage/disk/check.ts';
 import { inspectImage } from '../../../src/storage/disk/inspect.ts';
 import { VhdxDisk } from '../../../src/storage/disk/vhdx/vhdx-disk.ts';
 import { guidToBytes, NULL_GUID } from '../../../src/wire/index.ts';
-import { qemuImg, tool } from './qemu.ts';
-import { firstDifference, MiB, readAll, scratchDir } from './scratch.ts';
+import { run, tempDir } from '../../real-tools.ts';
+import { firstDifference, MiB, readAll } from './content.ts';
+import { qemuImg } from './qemu.ts';
 
 /**
  * A VHDX with a pending log, built here byte by byte (independently of the
@@ -132,13 +133,13 @@ async function sha(path: string): Promise<string> {
 }
 
 test('a pending log is replayed on a writable open and reads what qemu-img check -r all yields', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const image = join(dir, 'pending.vhdx');
   await qemuImg('create', '-f', 'vhdx', '-o', 'block_size=1M', image, '8M');
   const { pattern, block } = await buildPendingLog(image);
 
   // qemu refuses a read-only open of it: proof that the log is pending and valid to qemu.
-  const refused = await tool('qemu-img', ['info', '-f', 'vhdx', image]);
+  const refused = await run('qemu-img', ['info', '-f', 'vhdx', image]);
   assert.notEqual(refused.code, 0);
   assert.match(refused.stderr, /log that needs to be replayed/);
 
@@ -165,7 +166,7 @@ test('a pending log is replayed on a writable open and reads what qemu-img check
 });
 
 test('a read-only open replays the log in memory and leaves the file untouched', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const image = join(dir, 'pending.vhdx');
   await qemuImg('create', '-f', 'vhdx', '-o', 'block_size=1M', image, '8M');
   const { pattern, block } = await buildPendingLog(image);
@@ -191,7 +192,7 @@ test('a read-only open replays the log in memory and leaves the file untouched',
 });
 
 test('a log entry with a bad checksum is not replayed', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const image = join(dir, 'torn.vhdx');
   await qemuImg('create', '-f', 'vhdx', '-o', 'block_size=1M', image, '8M');
   const { block } = await buildPendingLog(image);
@@ -214,7 +215,7 @@ test('a log entry with a bad checksum is not replayed', async (t) => {
 });
 
 test('check reports a pending log as a corruption; check --repair replays it', async (t) => {
-  const dir = await scratchDir(t);
+  const dir = await tempDir(t);
   const image = join(dir, 'pending.vhdx');
   await qemuImg('create', '-f', 'vhdx', '-o', 'block_size=1M', image, '8M');
   const { pattern, block } = await buildPendingLog(image);

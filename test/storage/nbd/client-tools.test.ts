@@ -6,15 +6,8 @@ import { before, describe, it, type TestContext } from 'node:test';
 import { DiskIoError } from '../../../src/storage/disk/block-device.ts';
 import { openDisk } from '../../../src/storage/disk/open.ts';
 import { connectNbd, type NbdClient } from '../../../src/storage/nbd/client.ts';
-import {
-  memoryDisk,
-  patternBytes,
-  requireTool,
-  startProcess,
-  startServer,
-  tempDir,
-  waitForSocket,
-} from './helpers.ts';
+import { requireTools, spawnTool, tempDir, waitForSocket } from '../../real-tools.ts';
+import { memoryDisk, patternBytes, startServer } from './nbd-fixtures.ts';
 
 /**
  * hvkit's NBD client against qemu-nbd and nbdkit (memory plugin; error,
@@ -33,7 +26,7 @@ async function client(t: TestContext, uri: string, options = {}): Promise<NbdCli
 async function nbdkit(t: TestContext, args: string[]): Promise<string> {
   const dir = await tempDir(t);
   const socket = join(dir, 'kit.sock');
-  startProcess(t, 'nbdkit', ['-f', '-U', socket, ...args]);
+  spawnTool(t, 'nbdkit', ['-f', '-U', socket, ...args]);
   await waitForSocket(socket);
   return socket;
 }
@@ -73,7 +66,7 @@ async function exercise(c: NbdClient): Promise<void> {
 
 describe('NBD client against real servers', () => {
   before(() => {
-    for (const tool of ['qemu-nbd', 'nbdkit']) requireTool(tool);
+    requireTools('qemu-nbd', 'nbdkit');
   });
 
   it('reads and writes a raw image served by qemu-nbd on a Unix socket', async (t) => {
@@ -81,7 +74,7 @@ describe('NBD client against real servers', () => {
     const image = join(dir, 'disk.raw');
     await writeFile(image, new Uint8Array(16 * MiB));
     const socket = join(dir, 'qemu.sock');
-    startProcess(t, 'qemu-nbd', ['-k', socket, '-f', 'raw', '--persistent', '--shared=4', image]);
+    spawnTool(t, 'qemu-nbd', ['-k', socket, '-f', 'raw', '--persistent', '--shared=4', image]);
     await waitForSocket(socket);
     const c = await client(t, `nbd+unix:///?socket=${socket}`);
     assert.equal(c.size, 16 * MiB);
@@ -102,7 +95,7 @@ describe('NBD client against real servers', () => {
     const image = join(dir, 'disk.raw');
     await writeFile(image, new Uint8Array(12 * MiB));
     const port = await freePort();
-    startProcess(t, 'qemu-nbd', [
+    spawnTool(t, 'qemu-nbd', [
       '-b',
       '127.0.0.1',
       '-p',

@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { access, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it, type TestContext } from 'node:test';
 import { connectNbd } from '../../../src/storage/nbd/client.ts';
-import { patternBytes, RawPeer, requireTool, runOk, tempDir } from './helpers.ts';
+import { requireTools, runOk, spawnTool, tempDir } from '../../real-tools.ts';
+import { patternBytes } from './nbd-fixtures.ts';
+import { RawPeer } from './raw-peer.ts';
 
 /**
  * `hvkit disk serve` as a process: it prints where it listens, serves the
@@ -24,25 +26,16 @@ interface Served {
 }
 
 function serveProcess(t: TestContext, args: string[]): Served {
-  const child = spawn(process.execPath, ['--import', 'tsx', main, 'disk', 'serve', ...args], {
-    cwd: repo,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
-  child.stderr!.on('data', (d: Buffer) => {
-    out += d.toString();
-  });
+  const child = spawnTool(
+    t,
+    process.execPath,
+    ['--import', 'tsx', main, 'disk', 'serve', ...args],
+    {
+      cwd: repo,
+    },
+  );
   const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  t.after(async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
-      await exit;
-    }
-  });
-  return { child, uri: '', output: () => out, exit };
+  return { child, uri: '', output: child.output, exit };
 }
 
 async function started(t: TestContext, args: string[]): Promise<Served> {
@@ -68,7 +61,7 @@ async function finished(
 
 describe('hvkit disk serve', () => {
   it('serves an image on a Unix socket and stops cleanly on SIGTERM', async (t) => {
-    requireTool('nbdinfo');
+    requireTools('nbdinfo');
     const dir = await tempDir(t);
     const image = join(dir, 'disk.raw');
     await writeFile(image, new Uint8Array(8 * MiB));
@@ -101,7 +94,7 @@ describe('hvkit disk serve', () => {
   });
 
   it('serves read-only on a loopback TCP port and stops on SIGINT', async (t) => {
-    requireTool('qemu-io');
+    requireTools('qemu-io');
     const dir = await tempDir(t);
     const image = join(dir, 'disk.raw');
     await writeFile(image, patternBytes(MiB, 32));

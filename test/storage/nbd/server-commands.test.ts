@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
 import type { NbdExportOptions } from '../../../src/storage/nbd/export.ts';
-import { memoryDisk, patternBytes, RawPeer, ScriptedDisk, startServer } from './helpers.ts';
+import { memoryDisk, patternBytes, ScriptedDisk, startServer } from './nbd-fixtures.ts';
+import { RawPeer } from './raw-peer.ts';
 
 /**
  * Transmission on the server, driven by a raw peer over a Unix socket: the

@@ -7,7 +7,7 @@ import {
   NbdServerConnection,
   type ServerTransport,
 } from '../../../src/storage/nbd/server-connection.ts';
-import { goData } from './helpers.ts';
+import { goData } from './raw-peer.ts';
 
 /**
  * Property tests of the server's input side: a connection fed arbitrary

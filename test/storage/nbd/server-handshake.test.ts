@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { goData, memoryDisk, RawPeer, startServer } from './helpers.ts';
+import { memoryDisk, startServer } from './nbd-fixtures.ts';
+import { goData, RawPeer } from './raw-peer.ts';
 
 /**
  * Option haggling driven over a real Unix socket by a raw peer whose bytes

@@ -5,7 +5,8 @@ import { before, describe, it, type TestContext } from 'node:test';
 import type { BlockDevice } from '../../../src/storage/disk/block-device.ts';
 import { openDisk } from '../../../src/storage/disk/open.ts';
 import { NbdServer } from '../../../src/storage/nbd/server.ts';
-import { patternBytes, requireTool, run, runOk, startServer, tempDir } from './helpers.ts';
+import { requireTools, run, runOk, tempDir } from '../../real-tools.ts';
+import { patternBytes, startServer } from './nbd-fixtures.ts';
 
 /**
  * hvkit's NBD server against the real tools: nbdinfo, nbdcopy, qemu-io,
@@ -34,7 +35,7 @@ async function serve(t: TestContext, device: BlockDevice, readOnly = false) {
 
 describe('NBD server with the real tools', () => {
   before(() => {
-    for (const tool of ['nbdinfo', 'nbdcopy', 'qemu-io', 'qemu-img', 'fio']) requireTool(tool);
+    requireTools('nbdinfo', 'nbdcopy', 'qemu-io', 'qemu-img', 'fio');
   });
 
   it('nbdinfo --json sees size, flush, trim, zero, and read-only', async (t) => {

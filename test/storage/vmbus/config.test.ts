@@ -6,7 +6,7 @@ import { VmstorVersion } from '../../../src/storage/protocol.ts';
 import { ConfigError, defaultConfig, validateConfig } from '../../../src/vm/config.ts';
 import { controllerInstanceId, type ScsiConfig } from '../../../src/vm/devices/scsi.ts';
 import { hvkit } from '../../cli/hvkit.ts';
-import { tempDir } from './tools.ts';
+import { tempDir } from '../../real-tools.ts';
 
 const scsi = (entry: Record<string, unknown>) =>
   validateConfig({ devices: [{ type: 'scsi', ...entry }] });

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { openDisk } from '../../../src/storage/disk/open.ts';
 import { connectNbd } from '../../../src/storage/nbd/client.ts';
-import { bootVm, guestController, requireTools, run, runOk, tempDir } from './tools.ts';
+import { requireTools, run, runOk, tempDir } from '../../real-tools.ts';
+import { bootVm, guestController } from './running-vm.ts';
 
 const MiB = 1024 * 1024;
 

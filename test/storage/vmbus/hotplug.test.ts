@@ -7,16 +7,9 @@ import { describe, it } from 'node:test';
 import { callVm } from '../../../src/cli/control-client.ts';
 import { connectNbd } from '../../../src/storage/nbd/client.ts';
 import { hvkit } from '../../cli/hvkit.ts';
+import { requireTools, spawnTool, tempDir, waitFor } from '../../real-tools.ts';
 import { withTimeout } from './harness.ts';
-import {
-  bootVm,
-  guestController,
-  hostController,
-  requireTools,
-  spawnTool,
-  tempDir,
-  waitFor,
-} from './tools.ts';
+import { bootVm, guestController, hostController } from './running-vm.ts';
 
 const MiB = 1024 * 1024;
 const BLOCK = 4096;

@@ -8,17 +8,15 @@ import { callVm } from '../../../src/cli/control-client.ts';
 import { connectNbd } from '../../../src/storage/nbd/client.ts';
 import { hvkit } from '../../cli/hvkit.ts';
 import {
-  bootVm,
   cleanupMount,
-  guestController,
-  hostController,
   requireTools,
   run,
   runOk,
   spawnTool,
   tempDir,
   waitFor,
-} from './tools.ts';
+} from '../../real-tools.ts';
+import { bootVm, guestController, hostController } from './running-vm.ts';
 
 const MiB = 1024 * 1024;
 const sha = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');

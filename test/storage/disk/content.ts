@@ -1,17 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { open } from 'node:fs/promises';
 import type { BlockDevice } from '../../../src/storage/disk/block-device.ts';
 
-export const MiB = 1 << 20;
+/** Disk contents for the image tests: random data with holes, written sparsely, read back and compared. */
 
-/** A temporary directory removed when the test ends. */
-export async function scratchDir(t: { after(fn: () => Promise<void>): void }): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'hvkit-disk-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
+export const MiB = 1 << 20;
 
 /**
  * Random disk content with holes: each 256 KiB piece is random, zero (left
