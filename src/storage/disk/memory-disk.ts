@@ -5,6 +5,7 @@ import {
   type WriteOptions,
   type WriteZeroesOptions,
 } from './block-device.ts';
+import { totalLength } from './vectors.ts';
 
 /**
  * A block device held in memory: the reference backend for tests and the
@@ -76,9 +77,7 @@ export class MemoryDisk implements BlockDevice {
     sources: readonly Uint8Array[],
     options?: WriteOptions,
   ): Promise<void> {
-    let total = 0;
-    for (const s of sources) total += s.length;
-    this.check(offset, total, true);
+    this.check(offset, totalLength(sources), true);
     let at = offset;
     for (const s of sources) {
       await this.write(at, s, options);

@@ -2,12 +2,13 @@ import { createHash } from 'node:crypto';
 import { realpath } from 'node:fs/promises';
 import {
   type BlockDevice,
-  checkRange,
   DiskIoError,
   type WriteOptions,
   type WriteZeroesOptions,
 } from './block-device.ts';
 import { ImageFile } from './image-file.ts';
+import { checkRequest } from './request-errors.ts';
+import { totalLength } from './vectors.ts';
 
 export interface RawDiskOptions {
   readonly readOnly?: boolean;
@@ -75,11 +76,7 @@ export class RawDisk implements BlockDevice {
   }
 
   private check(offset: number, length: number, writing: boolean): void {
-    if (this.closed) throw new DiskIoError('ECLOSED', `${this.file.path} is closed`, offset);
-    checkRange(this, offset, length);
-    if (writing && this.readOnly) {
-      throw new DiskIoError('EROFS', `${this.file.path} is open read-only`, offset);
-    }
+    checkRequest(this, this.file.path, this.closed, offset, length, writing ? 'write' : 'read');
   }
 
   async read(offset: number, target: Uint8Array): Promise<void> {
@@ -88,9 +85,7 @@ export class RawDisk implements BlockDevice {
   }
 
   async readv(offset: number, targets: readonly Uint8Array[]): Promise<void> {
-    let total = 0;
-    for (const t of targets) total += t.length;
-    this.check(offset, total, false);
+    this.check(offset, totalLength(targets), false);
     await this.file.readv(offset, targets);
   }
 
@@ -103,9 +98,7 @@ export class RawDisk implements BlockDevice {
     sources: readonly Uint8Array[],
     options?: WriteOptions,
   ): Promise<void> {
-    let total = 0;
-    for (const s of sources) total += s.length;
-    this.check(offset, total, true);
+    this.check(offset, totalLength(sources), true);
     await this.file.writev(offset, sources);
     if (options?.fua) await this.file.sync();
   }

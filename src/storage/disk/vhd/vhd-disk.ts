@@ -1,14 +1,15 @@
 import {
   type BlockDevice,
-  checkRange,
   DiskIoError,
   ImageFormatError,
   type WriteOptions,
   type WriteZeroesOptions,
 } from '../block-device.ts';
+import { type BlockSpan, blockSpans } from '../block-spans.ts';
 import { KeyedLock, OperationGate } from '../concurrency.ts';
 import { checkNoOverlap, type Extent } from '../extents.ts';
 import { ImageFile } from '../image-file.ts';
+import { atVirtual, checkRequest } from '../request-errors.ts';
 import { sliceVectors, totalLength } from '../vectors.ts';
 import {
   ascii,
@@ -240,12 +241,6 @@ export async function readVhdLayout(file: ImageFile): Promise<VhdLayout> {
   };
 }
 
-/** Turns a file-level I/O error into one carrying the virtual offset it concerns. */
-function atVirtual(error: unknown, offset: number): never {
-  if (error instanceof DiskIoError) throw new DiskIoError(error.code, error.message, offset);
-  throw error;
-}
-
 /**
  * A VHD image (fixed or dynamic) as a block device. The virtual size is the
  * footer's current size (not the CHS product), as Hyper-V reads it. A
@@ -311,39 +306,23 @@ export class VhdDisk implements BlockDevice {
     return this.file.allocatedBytes();
   }
 
+  /** Writes, discards and write-zeroes must be whole 512-byte sectors. */
   private check(offset: number, length: number, writing: boolean): void {
-    if (this.closed) throw new DiskIoError('ECLOSED', `${this.path} is closed`, offset);
-    checkRange(this, offset, length);
-    if (!writing) return;
-    if (this.readOnly) throw new DiskIoError('EROFS', `${this.path} is open read-only`, offset);
-    if (offset % 512 !== 0 || length % 512 !== 0) {
-      throw new DiskIoError(
-        'EINVAL',
-        `unaligned request: offset ${offset}, length ${length}, sector size 512`,
-        offset,
-      );
-    }
+    checkRequest(this, this.path, this.closed, offset, length, writing ? 'sector write' : 'read');
   }
 
-  /** Calls fn for each piece of [offset, offset+length) inside one block (the whole range when fixed). */
+  /**
+   * Calls fn for each piece of [offset, offset+length) inside one block; a
+   * fixed disk is one piece with block -1 and inBlock the file offset.
+   */
   private pieces(
     offset: number,
     length: number,
-    fn: (block: number, inBlock: number, at: number, n: number) => Promise<void>,
+    fn: (s: BlockSpan) => Promise<void>,
   ): Promise<void>[] {
     const d = this.layout.dynamic;
-    if (!d) return [fn(-1, offset, 0, length)];
-    const tasks: Promise<void>[] = [];
-    let done = 0;
-    while (done < length) {
-      const pos = offset + done;
-      const block = Math.floor(pos / d.blockSize);
-      const inBlock = pos - block * d.blockSize;
-      const n = Math.min(d.blockSize - inBlock, length - done);
-      tasks.push(fn(block, inBlock, done, n));
-      done += n;
-    }
-    return tasks;
+    if (!d) return [fn({ block: -1, inBlock: offset, virtualOffset: offset, length, at: 0 })];
+    return Array.from(blockSpans(d.blockSize, offset, length), (s) => fn(s));
   }
 
   /** The file offset of a virtual offset, or null when its block is not allocated. */
@@ -363,11 +342,11 @@ export class VhdDisk implements BlockDevice {
     this.check(offset, length, false);
     return this.gate.run(async () => {
       await Promise.all(
-        this.pieces(offset, length, async (block, inBlock, at, n) => {
-          const slice = sliceVectors(targets, at, n);
-          const where = this.fileOffset(block, inBlock);
+        this.pieces(offset, length, async (s) => {
+          const slice = sliceVectors(targets, s.at, s.length);
+          const where = this.fileOffset(s.block, s.inBlock);
           if (where === null) for (const t of slice) t.fill(0);
-          else await this.file.readv(where, slice).catch((e) => atVirtual(e, offset + at));
+          else await this.file.readv(where, slice).catch((e) => atVirtual(e, s.virtualOffset));
         }),
       );
     });
@@ -386,13 +365,14 @@ export class VhdDisk implements BlockDevice {
     this.check(offset, length, true);
     return this.gate.run(async () => {
       await Promise.all(
-        this.pieces(offset, length, async (block, inBlock, at, n) => {
-          const slice = sliceVectors(sources, at, n);
+        this.pieces(offset, length, async (s) => {
+          const slice = sliceVectors(sources, s.at, s.length);
           try {
-            const where = this.fileOffset(block, inBlock) ?? (await this.allocate(block)) + inBlock;
+            const where =
+              this.fileOffset(s.block, s.inBlock) ?? (await this.allocate(s.block)) + s.inBlock;
             await this.file.writev(where, slice);
           } catch (error) {
-            atVirtual(error, offset + at);
+            atVirtual(error, s.virtualOffset);
           }
         }),
       );
@@ -460,10 +440,12 @@ export class VhdDisk implements BlockDevice {
 
   private async zero(offset: number, length: number, deallocate: boolean): Promise<void> {
     await Promise.all(
-      this.pieces(offset, length, async (block, inBlock, at, n) => {
-        const where = this.fileOffset(block, inBlock);
+      this.pieces(offset, length, async (s) => {
+        const where = this.fileOffset(s.block, s.inBlock);
         if (where === null) return;
-        await this.file.zeroFill(where, n, deallocate).catch((e) => atVirtual(e, offset + at));
+        await this.file
+          .zeroFill(where, s.length, deallocate)
+          .catch((e) => atVirtual(e, s.virtualOffset));
       }),
     );
   }

@@ -1,4 +1,5 @@
 import type { Extent } from '../extents.ts';
+import type { ImageFile } from '../image-file.ts';
 import { HEADER_SECTION_SIZE, MiB } from './format.ts';
 
 const roundUp = (n: number, to: number): number => Math.ceil(n / to) * to;
@@ -56,5 +57,56 @@ export class BlockAllocator {
   /** Unused bytes inside the file that later blocks may take. */
   get reusableBytes(): number {
     return this.gaps.reduce((n, g) => n + (g.end - g.start), 0);
+  }
+}
+
+/**
+ * The file's space as the image grows: ranges a BlockAllocator hands out,
+ * made ready to hold a new block (the file extended, or reused space zeroed),
+ * and the file's length as far as extensions have completed.
+ */
+export class FileSpace {
+  private readonly allocator: BlockAllocator;
+  private grown: Promise<void> = Promise.resolve();
+  private fileLength: number;
+
+  constructor(
+    private readonly file: ImageFile,
+    used: readonly Extent[],
+    fileSize: number,
+    /** Keep the file's blocks allocated (a fixed disk): preallocate, never punch. */
+    private readonly leaveBlocksAllocated: boolean,
+  ) {
+    this.allocator = new BlockAllocator(used, fileSize);
+    this.fileLength = fileSize;
+  }
+
+  /** The file's length as far as extensions have completed. */
+  get length(): number {
+    return this.fileLength;
+  }
+
+  /** Reserves a 1 MiB-aligned range; it reads as zeros when this returns. */
+  async allocate(size: number): Promise<number> {
+    const { offset, fresh } = this.allocator.take(size);
+    if (fresh) {
+      await this.growTo(offset + size);
+      if (this.leaveBlocksAllocated) await this.file.preallocate(offset, size);
+    } else {
+      await this.file.zeroFill(offset, size, !this.leaveBlocksAllocated);
+    }
+    return offset;
+  }
+
+  /** Extends the file to at least `length`; extensions run in order so the file never shrinks. */
+  private growTo(length: number): Promise<void> {
+    const next = this.grown.then(async () => {
+      if (length > this.fileLength) {
+        await this.file.truncate(length);
+        this.fileLength = length;
+      }
+    });
+    this.grown = next.catch(() => undefined);
+    return next;
   }
 }

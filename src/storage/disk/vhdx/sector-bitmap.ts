@@ -30,6 +30,21 @@ export class SectorBitmaps {
     return p;
   }
 
+  /**
+   * The bitmap a partially present block (payload BAT entry `payloadIndex`)
+   * relies on; an ImageFormatError when its chunk has no bitmap block.
+   */
+  async forBlock(chunk: number, payloadIndex: number): Promise<Uint8Array> {
+    const bits = await this.get(chunk);
+    if (!bits) {
+      throw new ImageFormatError(
+        `VHDX BAT entry ${payloadIndex}`,
+        `sector bitmap block ${chunk} is missing`,
+      );
+    }
+    return bits;
+  }
+
   private async load(chunk: number): Promise<Uint8Array | null> {
     const index = bitmapEntryIndex(this.bat.geometry, chunk);
     if (this.bat.state(index) !== SB_BLOCK_PRESENT) return null;
