@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
+import { describe, it, type TestContext } from 'node:test';
 import { EchoDriver } from '../../src/echo/vsc.ts';
 import { EchoVsp } from '../../src/echo/vsp.ts';
 import type { ChannelEndpoint } from '../../src/vmbus/channel.ts';
@@ -82,16 +82,22 @@ class ProbeDriver implements VmbusDriver {
 
 const PROBE_CLASS = '0bd1d2a3-1111-4222-8333-444455556666';
 
+/** A bus with one ProbeVsp offered, bound by a ProbeDriver, connected and offers delivered. */
+async function probeBus(t: TestContext, options: Parameters<typeof makeBus>[0] = {}) {
+  const bus = makeBus(options);
+  t.after(() => bus.close());
+  const vsp = new ProbeVsp(PROBE_CLASS);
+  bus.host.addDevice(vsp);
+  const driver = new ProbeDriver(PROBE_CLASS);
+  bus.client.registerDriver(driver);
+  await bus.client.connect();
+  await bus.client.requestOffers();
+  return { bus, vsp, driver };
+}
+
 describe('GPADLs', () => {
   it('sends a 150-page GPADL as a header and body messages, and tears it down only after the host lets go', async (t) => {
-    const bus = makeBus();
-    t.after(() => bus.close());
-    const vsp = new ProbeVsp(PROBE_CLASS);
-    bus.host.addDevice(vsp);
-    const driver = new ProbeDriver(PROBE_CLASS);
-    bus.client.registerDriver(driver);
-    await bus.client.connect();
-    await bus.client.requestOffers();
+    const { bus, vsp, driver } = await probeBus(t);
     const device = driver.devices[0]!;
 
     const pages = 150;
@@ -126,13 +132,7 @@ describe('GPADLs', () => {
   });
 
   it('refuses GPADLs naming pages outside guest memory', async (t) => {
-    const bus = makeBus({ memoryBytes: 4 * 1024 * 1024 });
-    t.after(() => bus.close());
-    bus.host.addDevice(new ProbeVsp(PROBE_CLASS));
-    const driver = new ProbeDriver(PROBE_CLASS);
-    bus.client.registerDriver(driver);
-    await bus.client.connect();
-    await bus.client.requestOffers();
+    const { bus, driver } = await probeBus(t, { memoryBytes: 4 * 1024 * 1024 });
     await assert.rejects(driver.devices[0]!.createGpadl([5, 6, 1 << 20]), /host refused GPADL/);
     assert.equal(bus.host.server.gpadls.size, 0);
   });
@@ -140,14 +140,7 @@ describe('GPADLs', () => {
 
 describe('channel lifecycle', () => {
   it('closes and reopens a channel, tearing down its ring GPADL each time', async (t) => {
-    const bus = makeBus();
-    t.after(() => bus.close());
-    const vsp = new ProbeVsp(PROBE_CLASS);
-    bus.host.addDevice(vsp);
-    const driver = new ProbeDriver(PROBE_CLASS);
-    bus.client.registerDriver(driver);
-    await bus.client.connect();
-    await bus.client.requestOffers();
+    const { bus, vsp, driver } = await probeBus(t);
     const device = driver.devices[0]!;
     const free = bus.allocator.freePages;
     for (let round = 0; round < 3; round++) {
@@ -164,14 +157,7 @@ describe('channel lifecycle', () => {
   });
 
   it('offers sub-channels that the guest opens alongside the primary', async (t) => {
-    const bus = makeBus();
-    t.after(() => bus.close());
-    const vsp = new ProbeVsp(PROBE_CLASS);
-    bus.host.addDevice(vsp);
-    const driver = new ProbeDriver(PROBE_CLASS);
-    bus.client.registerDriver(driver);
-    await bus.client.connect();
-    await bus.client.requestOffers();
+    const { vsp, driver } = await probeBus(t);
     const subs: GuestDevice[] = [];
     driver.devices[0]!.onSubchannel((d) => subs.push(d));
     vsp.bus!.offerSubchannels(2);
