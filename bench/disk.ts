@@ -14,9 +14,9 @@
 import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { BlockDevice } from '../src/storage/disk/block-device.ts';
-import { type DiskFormat, openDisk } from '../src/storage/disk/open.ts';
-import { NbdServer } from '../src/storage/nbd/server.ts';
+import type { BlockDevice } from '../src/block/block-device.ts';
+import { type DiskFormat, openDisk } from '../src/block/image/open.ts';
+import { NbdServer } from '../src/nbd/server/server.ts';
 import {
   exec,
   fio,

@@ -1,7 +1,7 @@
 import { access } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { DISK_FORMATS } from '../storage/disk/open.ts';
+import { DISK_FORMATS } from '../block/image/open.ts';
 import { callVm, socketFor, type TargetOptions, targetOptions, withVm } from './control-client.ts';
 
 /**

@@ -1,10 +1,10 @@
 import { lstat, unlink } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { Command, InvalidArgumentError, Option } from 'commander';
-import type { BlockDevice } from '../storage/disk/block-device.ts';
-import { DISK_FORMATS, type DiskFormat, openDisk } from '../storage/disk/open.ts';
-import { type ListenAddress, NbdServer } from '../storage/nbd/server.ts';
-import { formatNbdUri } from '../storage/nbd/uri.ts';
+import type { BlockDevice } from '../block/block-device.ts';
+import { DISK_FORMATS, type DiskFormat, openDisk } from '../block/image/open.ts';
+import { type ListenAddress, NbdServer } from '../nbd/server/server.ts';
+import { formatNbdUri } from '../nbd/uri.ts';
 
 /**
  * `hvkit disk serve <image>`: exports a disk image over NBD on a Unix socket

@@ -2,12 +2,12 @@ import { access, unlink } from 'node:fs/promises';
 import { extname } from 'node:path';
 import cliProgress from 'cli-progress';
 import { Command, type Command as CommandType, InvalidArgumentError, Option } from 'commander';
-import { type BlockDevice, DiskIoError, ImageFormatError } from '../storage/disk/block-device.ts';
-import { CheckNotSupported, type CheckReport, checkImage } from '../storage/disk/check.ts';
-import { compareDisks, copyDisk, type ProgressCallback } from '../storage/disk/copy.ts';
-import { createImage } from '../storage/disk/create.ts';
-import { type ImageInfo, inspectImage } from '../storage/disk/inspect.ts';
-import { DISK_FORMATS, type DiskFormat, openDisk } from '../storage/disk/open.ts';
+import { type BlockDevice, DiskIoError, ImageFormatError } from '../block/block-device.ts';
+import { CheckNotSupported, type CheckReport, checkImage } from '../block/image/check.ts';
+import { compareDisks, copyDisk, type ProgressCallback } from '../block/image/copy.ts';
+import { createImage } from '../block/image/create.ts';
+import { type ImageInfo, inspectImage } from '../block/image/inspect.ts';
+import { DISK_FORMATS, type DiskFormat, openDisk } from '../block/image/open.ts';
 import { attachCommand, detachCommand } from './disk-attach.ts';
 import { serveCommand } from './disk-serve.ts';
 

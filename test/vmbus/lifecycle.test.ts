@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
-import { EchoDriver } from '../../src/echo/vsc.ts';
-import { EchoVsp } from '../../src/echo/vsp.ts';
+import { EchoDriver } from '../../src/devices/echo/vsc.ts';
+import { EchoVsp } from '../../src/devices/echo/vsp.ts';
 import type { ChannelEndpoint } from '../../src/vmbus/channel.ts';
 import type {
   DeviceBus,

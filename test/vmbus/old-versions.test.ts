@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { EchoDriver } from '../../src/echo/vsc.ts';
-import { EchoVsp } from '../../src/echo/vsp.ts';
+import { EchoDriver } from '../../src/devices/echo/vsc.ts';
+import { EchoVsp } from '../../src/devices/echo/vsp.ts';
 import { FREEBSD_VERSION_ORDER, VmbusVersion, versionString } from '../../src/vmbus/protocol.ts';
 import { makeBus, until } from './harness.ts';
 

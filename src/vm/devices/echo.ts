@@ -1,8 +1,8 @@
 /** The echo test device as a VM device kind: offered by the host, exercised by the guest. */
 import { z } from 'zod';
-import { EchoTraffic } from '../../echo/traffic.ts';
-import { EchoDriver } from '../../echo/vsc.ts';
-import { EchoVsp } from '../../echo/vsp.ts';
+import { EchoTraffic } from '../../devices/echo/traffic.ts';
+import { EchoDriver } from '../../devices/echo/vsc.ts';
+import { EchoVsp } from '../../devices/echo/vsp.ts';
 import type { DeviceKind } from '../device-kind.ts';
 import { sizeSchema } from '../units.ts';
 

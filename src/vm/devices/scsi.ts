@@ -25,10 +25,12 @@
 import { createHash } from 'node:crypto';
 import { resolve } from 'node:path';
 import { z } from 'zod';
-import type { BlockDevice } from '../../storage/disk/block-device.ts';
-import { MemoryDisk } from '../../storage/disk/memory-disk.ts';
-import { DISK_FORMATS, type DiskFormat, openDisk } from '../../storage/disk/open.ts';
-import { GuestExports } from '../../storage/guest-export.ts';
+import type { BlockDevice } from '../../block/block-device.ts';
+import { DISK_FORMATS, type DiskFormat, openDisk } from '../../block/image/open.ts';
+import { MemoryDisk } from '../../block/memory-disk.ts';
+import { GuestExports } from '../../devices/storvsc/guest/export.ts';
+import { type StorvscController, StorvscDriver } from '../../devices/storvsc/guest/storvsc.ts';
+import { StorvspDevice } from '../../devices/storvsc/host/storvsp.ts';
 import {
   DEFAULT_HOST_STORVSC_VERSIONS,
   LINUX_STORVSC_VERSION_ORDER,
@@ -36,9 +38,7 @@ import {
   STORVSP_MAX_TRANSFER_BYTES,
   VmstorVersion,
   vmstorVersionString,
-} from '../../storage/protocol.ts';
-import { type StorvscController, StorvscDriver } from '../../storage/vsc.ts';
-import { StorvspDevice } from '../../storage/vsp.ts';
+} from '../../devices/storvsc/protocol.ts';
 import { controlDirectory } from '../control-path.ts';
 import type { CommandHandler, DeviceKind, HostContext } from '../device-kind.ts';
 import { sizeSchema } from '../units.ts';

@@ -1,6 +1,6 @@
 /** Test guest worker: a VmbusClient the test drives step by step. */
 import { workerData } from 'node:worker_threads';
-import { EchoDriver } from '../../../src/echo/vsc.ts';
+import { EchoDriver } from '../../../src/devices/echo/vsc.ts';
 import { PageAllocator } from '../../../src/hv/page-allocator.ts';
 import { GuestPartition, type PartitionHandles } from '../../../src/hv/partition.ts';
 import { VmbusClient } from '../../../src/vmbus/client/vmbus-client.ts';

@@ -1,6 +1,6 @@
 /** Test host worker: a HostBus whose devices the test adds, removes and inspects. */
 import { workerData } from 'node:worker_threads';
-import { EchoVsp } from '../../../src/echo/vsp.ts';
+import { EchoVsp } from '../../../src/devices/echo/vsp.ts';
 import { HostPartition, type PartitionHandles } from '../../../src/hv/partition.ts';
 import type { ChannelEndpoint } from '../../../src/vmbus/channel.ts';
 import type {
