@@ -4,7 +4,7 @@
  * Disk backends served over NBD, measured with fio's nbd engine: 4 KiB
  * random read and write at queue depth 32, and 1 MiB sequential read and
  * write at queue depth 8. Each figure is hvkit's NBD server (`hvkit disk
- * serve` in-process: openDisk + NbdServer) beside qemu-nbd serving a
+ * serve` in-process: openImage + NbdServer) beside qemu-nbd serving a
  * byte-identical copy of the same image (-f raw | vhdx | vpc), measured in
  * the same run, interleaved repetition by repetition. The image is filled
  * with random data first (so dynamic formats have every block allocated)
@@ -15,7 +15,7 @@ import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BlockDevice } from '../src/block/block-device.ts';
-import { type DiskFormat, openDisk } from '../src/block/image/open.ts';
+import { type DiskFormat, openImage } from '../src/block/image/open.ts';
 import { NbdServer } from '../src/nbd/server/server.ts';
 import {
   exec,
@@ -43,7 +43,7 @@ interface Served {
 }
 
 async function serveHvkit(path: string, format: DiskFormat, socket: string): Promise<Served> {
-  const device: BlockDevice = await openDisk(path, { format });
+  const device: BlockDevice = await openImage(path, { format });
   const server = new NbdServer({ exports: [{ name: '', device }] });
   const where = await server.listen({ socket });
   return {

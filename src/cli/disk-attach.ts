@@ -2,6 +2,8 @@ import { access } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { DISK_FORMATS } from '../block/image/open.ts';
+import { isNbdUri } from '../nbd/uri.ts';
+import { formatBytes } from '../vm/units.ts';
 import { callVm, socketFor, type TargetOptions, targetOptions, withVm } from './control-client.ts';
 
 /**
@@ -50,12 +52,6 @@ async function waitForGuest(
   }
 }
 
-function human(bytes: number): string {
-  if (bytes >= 1024 ** 3) return `${(bytes / 1024 ** 3).toFixed(1)}G`;
-  if (bytes >= 1024 ** 2) return `${(bytes / 1024 ** 2).toFixed(1)}M`;
-  return `${bytes} bytes`;
-}
-
 interface AttachOptions extends TargetOptions {
   controller: number;
   lun?: number;
@@ -85,7 +81,7 @@ export function attachCommand(): Command {
   for (const option of targetOptions()) command.addOption(option);
   return command.action((image: string, options: AttachOptions) =>
     withVm(async () => {
-      const uri = /^nbd(\+unix)?:\/\//.test(image);
+      const uri = isNbdUri(image);
       const path = uri ? image : resolve(image);
       if (!uri) {
         await access(path).catch(() => {
@@ -112,7 +108,7 @@ export function attachCommand(): Command {
         return;
       }
       console.log(
-        `attached ${attached.source} to scsi${attached.controller} LUN ${attached.lun} (${human(attached.capacity)} ${attached.format})`,
+        `attached ${attached.source} to scsi${attached.controller} LUN ${attached.lun} (${formatBytes(attached.capacity)} ${attached.format})`,
       );
       console.log(
         exported

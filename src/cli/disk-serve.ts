@@ -2,7 +2,8 @@ import { lstat, unlink } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { BlockDevice } from '../block/block-device.ts';
-import { DISK_FORMATS, type DiskFormat, openDisk } from '../block/image/open.ts';
+import { DISK_FORMATS, type DiskFormat } from '../block/image/open.ts';
+import { openDisk } from '../nbd/open-disk.ts';
 import { type ListenAddress, NbdServer } from '../nbd/server/server.ts';
 import { formatNbdUri } from '../nbd/uri.ts';
 

@@ -7,7 +7,9 @@ import { CheckNotSupported, type CheckReport, checkImage } from '../block/image/
 import { compareDisks, copyDisk, type ProgressCallback } from '../block/image/copy.ts';
 import { createImage } from '../block/image/create.ts';
 import { type ImageInfo, inspectImage } from '../block/image/inspect.ts';
-import { DISK_FORMATS, type DiskFormat, openDisk } from '../block/image/open.ts';
+import { DISK_FORMATS, type DiskFormat } from '../block/image/open.ts';
+import { openDisk } from '../nbd/open-disk.ts';
+import { formatBytes } from '../vm/units.ts';
 import { attachCommand, detachCommand } from './disk-attach.ts';
 import { serveCommand } from './disk-serve.ts';
 
@@ -61,19 +63,6 @@ const typeOption = () =>
     'fixed',
     'dynamic',
   ]);
-
-/** Sizes as qemu-img prints them: three significant digits and a binary unit. */
-export function humanSize(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1000 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  const text = unit === 0 ? String(value) : String(Number(value.toPrecision(3)));
-  return `${text} ${units[unit]}`;
-}
 
 function describeError(error: unknown): string {
   if (error instanceof ImageFormatError || error instanceof DiskIoError) return error.message;
@@ -182,8 +171,8 @@ function printInfo(info: ImageInfo, indent = ''): void {
   const line = (text: string) => console.log(`${indent}${text}`);
   line(`image: ${info.filename}`);
   line(`file format: ${info.format}`);
-  line(`virtual size: ${humanSize(info['virtual-size'])} (${info['virtual-size']} bytes)`);
-  line(`disk size: ${humanSize(info['actual-size'])}`);
+  line(`virtual size: ${formatBytes(info['virtual-size'])} (${info['virtual-size']} bytes)`);
+  line(`disk size: ${formatBytes(info['actual-size'])}`);
   if (info['cluster-size']) line(`cluster_size: ${info['cluster-size']}`);
   if (info['backing-filename']) {
     line(

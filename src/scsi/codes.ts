@@ -41,6 +41,9 @@ export type ScsiOp = (typeof ScsiOp)[keyof typeof ScsiOp];
 /** SERVICE ACTION IN(16) service action for READ CAPACITY(16). */
 export const SAI_READ_CAPACITY_16 = 0x10;
 
+/** 'in' = device to initiator (READ), 'out' = initiator to device (WRITE). */
+export type DataDirection = 'none' | 'in' | 'out';
+
 /** SAM status codes (SAM-5 5.3). */
 export const ScsiStatus = {
   GOOD: 0x00,

@@ -8,9 +8,9 @@ import { icKind } from './devices/ic.ts';
 import { scsiKind } from './devices/scsi.ts';
 
 // biome-ignore lint/suspicious/noExplicitAny: kinds have different config types
-export const deviceKinds: readonly DeviceKind<any>[] = [echoKind, scsiKind, icKind];
+export const deviceKinds: readonly DeviceKind<any, any>[] = [echoKind, scsiKind, icKind];
 
 // biome-ignore lint/suspicious/noExplicitAny: see above
-export function deviceKind(type: string): DeviceKind<any> | undefined {
+export function deviceKind(type: string): DeviceKind<any, any> | undefined {
   return deviceKinds.find((k) => k.type === type);
 }

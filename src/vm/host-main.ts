@@ -31,16 +31,23 @@ const context: HostContext = {
   log,
 };
 const parts: HostPart[] = [];
+/** The parts of each kind, in config order (what the kind's own commands act on). */
+const partsByKind = new Map<string, HostPart[]>();
 const commands = new Map<string, CommandHandler>();
 try {
   for (const entry of config.devices) {
     const kind = deviceKind(entry.type)!;
-    const part = await kind.createHost(entry, context);
+    const ofKind = partsByKind.get(kind.type) ?? [];
+    const part = await kind.createHost(entry, context, ofKind.length);
     parts.push(part);
+    ofKind.push(part);
+    partsByKind.set(kind.type, ofKind);
     for (const device of part.devices) bus.addDevice(device);
     addCommands(commands, part.commands);
   }
-  for (const kind of deviceKinds) addCommands(commands, kind.hostCommands?.(context));
+  for (const kind of deviceKinds) {
+    addCommands(commands, kind.hostCommands?.(context, partsByKind.get(kind.type) ?? []));
+  }
 } catch (error) {
   post({ type: 'failed', error: (error as Error).message });
   throw error;

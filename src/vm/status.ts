@@ -3,18 +3,12 @@
  * channels. Plain data (it crosses worker boundaries and the control socket).
  */
 import { deviceClassName, versionString } from '../vmbus/protocol.ts';
+import type { ChannelStats } from '../vmbus/queue.ts';
+import type { DeviceStatus } from './device-kind.ts';
+import { formatBytes } from './units.ts';
 
-export interface ChannelCounters {
-  packetsSent: number;
-  bytesSent: number;
-  packetsReceived: number;
-  bytesReceived: number;
-  signalsSent: number;
-  signalsSuppressed: number;
-  interrupts: number;
-  ringFull: number;
-  badPackets: number;
-}
+/** A channel's counters as its end reports them (the one ChannelStats of vmbus/). */
+export type ChannelCounters = ChannelStats;
 
 export interface ChannelView {
   relid: number;
@@ -39,7 +33,7 @@ export interface HostStatus {
   lastDropReasons: string[];
   channels: ChannelView[];
   hypervisor: { posts: number; postsRefused: number; signals: number };
-  devices: Record<string, unknown>[];
+  devices: DeviceStatus[];
 }
 
 export interface GuestStatus {
@@ -50,7 +44,7 @@ export interface GuestStatus {
   dropped: number;
   interrupts: number;
   channels: ChannelView[];
-  devices: Record<string, unknown>[];
+  devices: DeviceStatus[];
 }
 
 export interface VmStatus {
@@ -86,36 +80,13 @@ export function channelView(
   };
 }
 
-function human(bytes: number): string {
-  if (bytes >= 1024 ** 3) return `${(bytes / 1024 ** 3).toFixed(1)}G`;
-  if (bytes >= 1024 ** 2) return `${(bytes / 1024 ** 2).toFixed(1)}M`;
-  if (bytes >= 1024) return `${(bytes / 1024).toFixed(1)}K`;
-  return `${bytes}`;
-}
-
-/**
- * One line for a device's status: its `summary` when it gives one, else its
- * scalar fields as key=value.
- */
-function describeDevice(device: Record<string, unknown>): string {
-  if (typeof device.summary === 'string') return device.summary;
-  const type = typeof device.type === 'string' ? device.type : 'device';
-  const fields = Object.entries(device)
-    .filter(
-      ([k, v]) =>
-        k !== 'type' && (typeof v === 'number' || typeof v === 'string' || typeof v === 'boolean'),
-    )
-    .map(([k, v]) => `${k}=${v}`);
-  return `${type}: ${fields.join(' ')}`;
-}
-
 /** Renders the status as the table `hvkit run` shows. */
 export function formatStatus(status: VmStatus): string {
   const { host, guest } = status;
   const lines: string[] = [];
   const version = guest.version ? versionString(guest.version) : 'not connected';
   lines.push(
-    `${status.name}: up ${(status.uptimeMs / 1000).toFixed(1)}s, ${status.vcpus} vCPU, ${human(status.memoryBytes)} memory`,
+    `${status.name}: up ${(status.uptimeMs / 1000).toFixed(1)}s, ${status.vcpus} vCPU, ${formatBytes(status.memoryBytes)} memory`,
   );
   lines.push(
     `VMBus ${version}` +
@@ -140,7 +111,7 @@ export function formatStatus(status: VmStatus): string {
   for (const c of guest.channels) {
     const h = hostByRelid.get(c.relid);
     const ring = (used?: number, size?: number): string =>
-      used === undefined || size === undefined ? '-' : `${human(used)}/${human(size)}`;
+      used === undefined || size === undefined ? '-' : `${formatBytes(used)}/${formatBytes(size)}`;
     const k = c.counters;
     const hk = h?.counters;
     lines.push(
@@ -152,7 +123,7 @@ export function formatStatus(status: VmStatus): string {
         ring(c.outboundUsed, c.outboundSize).padEnd(17),
         ring(c.inboundUsed, c.inboundSize).padEnd(17),
         (k ? `${k.packetsSent}/${k.packetsReceived}` : '-').padEnd(18),
-        (k ? `${human(k.bytesSent)}/${human(k.bytesReceived)}` : '-').padEnd(16),
+        (k ? `${formatBytes(k.bytesSent)}/${formatBytes(k.bytesReceived)}` : '-').padEnd(16),
         k
           ? `guest ${k.signalsSent}/${k.signalsSuppressed}, host ${hk ? `${hk.signalsSent}/${hk.signalsSuppressed}` : '-'}`
           : '-',
@@ -164,7 +135,7 @@ export function formatStatus(status: VmStatus): string {
     ['host', host.devices],
     ['guest', guest.devices],
   ] as const) {
-    for (const device of devices) lines.push(`${side} ${describeDevice(device)}`);
+    for (const device of devices) lines.push(`${side} ${device.summary}`);
   }
   for (const reason of host.lastDropReasons.slice(-3)) lines.push(`host dropped: ${reason}`);
   return lines.join('\n');

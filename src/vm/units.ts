@@ -66,3 +66,19 @@ export const durationSchema = z.union([z.string(), z.number()]).transform((value
     return z.NEVER;
   }
 });
+
+/**
+ * Bytes as qemu-img prints sizes: three significant digits and a binary
+ * unit ("512 B", "64 MiB", "1.5 GiB"). The one formatter hvkit uses.
+ */
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  const text = unit === 0 ? String(value) : String(Number(value.toPrecision(3)));
+  return `${text} ${units[unit]}`;
+}

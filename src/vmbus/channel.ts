@@ -11,11 +11,8 @@
  * A corrupt ring stops this channel only.
  */
 import {
-  align8,
   GpaRangeList,
   type GpaRangeSpec,
-  gpaDirectDescriptorSize,
-  inbandPacketLength,
   PacketView,
   type TransferPageRangeSpec,
   type WriteResult,
@@ -30,6 +27,11 @@ import {
   VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED,
 } from './ring-protocol.ts';
 
+/**
+ * The counters of one channel end. One object per endpoint, filled by the
+ * endpoint (ring traffic, signals) and by the queue over it (what the device
+ * made of the packets); status displays report it as it is.
+ */
 export interface ChannelStats {
   packetsSent: number;
   bytesSent: number;
@@ -45,16 +47,48 @@ export interface ChannelStats {
   writerWakeups: number;
   /** Sends refused because the outbound ring was full. */
   ringFull: number;
-  /** Malformed packets dropped. */
+  /** Packets with a malformed descriptor, dropped by the bus. */
   badPackets: number;
+  /** Well-formed packets the device refused as bad input (wrong type, too short, ...). */
+  dropped: number;
+  /** Packets whose handler threw: a device bug, never the other side's doing. */
+  handlerErrors: number;
+  /** Completions naming no outstanding request (unknown, late or duplicate ids). */
+  unknownCompletions: number;
+  /** Requests the other side did not answer in time. */
+  requestTimeouts: number;
+  /** Packets that waited in the queue's backlog for ring space. */
+  backlogged: number;
+}
+
+/** A fresh set of counters, all zero. */
+export function emptyChannelStats(): ChannelStats {
+  return {
+    packetsSent: 0,
+    bytesSent: 0,
+    packetsReceived: 0,
+    bytesReceived: 0,
+    signalsSent: 0,
+    signalsSuppressed: 0,
+    interrupts: 0,
+    writerWakeups: 0,
+    ringFull: 0,
+    badPackets: 0,
+    dropped: 0,
+    handlerErrors: 0,
+    unknownCompletions: 0,
+    requestTimeouts: 0,
+    backlogged: 0,
+  };
 }
 
 export type ChannelState = 'open' | 'closed' | 'failed';
 
 /**
  * What a packet handler answers: true when the packet was consumed, false to
- * leave it in the ring for later (the handler could not answer because its
- * outbound ring is full; it is retried once space frees up).
+ * leave it in the ring: draining stops there, and whoever deferred it drains
+ * again when it can take packets (the queue does, once its backlog has gone
+ * out).
  */
 export type PacketHandler = (packet: PacketView) => boolean | undefined;
 
@@ -68,18 +102,7 @@ export class ChannelEndpoint {
   readonly reader: RingReader;
   readonly packet: PacketView;
   readonly gpaRanges = new GpaRangeList();
-  readonly stats: ChannelStats = {
-    packetsSent: 0,
-    bytesSent: 0,
-    packetsReceived: 0,
-    bytesReceived: 0,
-    signalsSent: 0,
-    signalsSuppressed: 0,
-    interrupts: 0,
-    writerWakeups: 0,
-    ringFull: 0,
-    badPackets: 0,
-  };
+  readonly stats: ChannelStats = emptyChannelStats();
   state: ChannelState = 'open';
   error = '';
   onPacket: PacketHandler | undefined;
@@ -90,14 +113,12 @@ export class ChannelEndpoint {
    * (infinite) by default: payloads are private copies.
    */
   inPlaceAbove = Number.POSITIVE_INFINITY;
-  /** Called when the packet handler threw; the packet is counted bad and dropped. */
+  /** Called when the packet handler threw; the packet is counted (handlerErrors) and dropped. */
   onHandlerError: ((error: Error) => void) | undefined;
   /** Called once when the channel fails (corrupt ring). */
   onFailure: ((reason: string) => void) | undefined;
   private batchDepth = 0;
   private draining = false;
-  /** Bytes (packet + trailer) of the last send refused for lack of room. */
-  private lastRefused = 0;
   private readonly spaceWaiters: SpaceWaiter[] = [];
   private readonly buffer: Uint8Array;
 
@@ -117,13 +138,22 @@ export class ChannelEndpoint {
 
   /** Runs `fn` with write_index published once at the end (one signal at most). */
   batch<T>(fn: () => T): T {
-    this.batchDepth++;
+    this.beginBatch();
     try {
       return fn();
     } finally {
-      this.batchDepth--;
-      if (this.batchDepth === 0) this.flush();
+      this.endBatch();
     }
+  }
+
+  /** Holds publication of what is written until the matching endBatch (batches nest). */
+  beginBatch(): void {
+    this.batchDepth++;
+  }
+
+  endBatch(): void {
+    this.batchDepth--;
+    if (this.batchDepth === 0) this.flush();
   }
 
   /** Publishes what was written and signals the peer if the rules say so. */
@@ -137,14 +167,13 @@ export class ChannelEndpoint {
     }
   }
 
-  private sent(result: WriteResult, bytes: number, packetLength: number): WriteResult {
+  private sent(result: WriteResult, bytes: number): WriteResult {
     if (result === 'ok') {
       this.stats.packetsSent++;
       this.stats.bytesSent += bytes;
       if (this.batchDepth === 0) this.flush();
     } else if (result === 'full') {
       this.stats.ringFull++;
-      this.lastRefused = packetLength + RING_TRAILER_SIZE;
     } else {
       this.fail(`outbound ring: read_index ${this.outboundRing.readIndex} is invalid`);
     }
@@ -166,7 +195,6 @@ export class ChannelEndpoint {
     return this.sent(
       writeInband(this.writer, PacketType.DataInband, flags, transLo, transHi, payload),
       payload.length,
-      inbandPacketLength(payload.length),
     );
   }
 
@@ -175,7 +203,6 @@ export class ChannelEndpoint {
     return this.sent(
       writeInband(this.writer, PacketType.Completion, 0, transLo, transHi, payload),
       payload.length,
-      inbandPacketLength(payload.length),
     );
   }
 
@@ -191,7 +218,6 @@ export class ChannelEndpoint {
     return this.sent(
       writeGpaDirect(this.writer, flags, transLo, transHi, ranges, payload),
       payload.length,
-      align8(gpaDirectDescriptorSize(ranges) + payload.length),
     );
   }
 
@@ -208,7 +234,6 @@ export class ChannelEndpoint {
     return this.sent(
       writeTransferPages(this.writer, flags, transLo, transHi, pageSetId, ranges, payload),
       payload.length,
-      align8(24 + 8 * ranges.length + payload.length),
     );
   }
 
@@ -273,6 +298,8 @@ export class ChannelEndpoint {
   drain(): void {
     if (this.draining || this.state !== 'open') return;
     this.draining = true;
+    // Whatever the handlers send while draining goes out in one publish.
+    this.beginBatch();
     try {
       for (;;) {
         this.reader.mask();
@@ -283,28 +310,24 @@ export class ChannelEndpoint {
         }
         if (this.state !== 'open') return;
         if (deferred) {
-          // The handler could not answer for lack of outbound room. Leave the
-          // mask clear, ask the peer to signal when room frees up, and drain
-          // again then (or now, if room appeared meanwhile).
+          // The handler cannot take more now; it drains again when it can.
           this.reader.unmask();
-          const need = this.lastRefused;
-          if (need === 0 || need >= this.outboundRing.dataSize) return;
-          if (this.writer.available() > need) continue;
-          this.spaceWaiters.push({
-            bytes: need,
-            resolve: (ok) => {
-              if (ok) queueMicrotask(() => this.drain());
-            },
-          });
-          this.requestSpace(need);
-          if (this.writer.available() > need) this.checkSpace();
           return;
         }
         if (!this.reader.unmask()) return;
       }
     } finally {
       this.draining = false;
+      this.endBatch();
     }
+  }
+
+  /**
+   * Leaves the inbound ring masked after draining: the peer need not signal,
+   * because this end will poll again by itself (the queue's busy policy).
+   */
+  holdMasked(): void {
+    if (this.state === 'open') this.reader.mask();
   }
 
   /** One pass over the inbound ring; true when the handler deferred a packet. */
@@ -322,16 +345,15 @@ export class ChannelEndpoint {
         continue;
       }
       const handler = this.onPacket;
-      // Only a send refused during this handler call explains a deferral.
-      this.lastRefused = 0;
       let consumed = true;
       if (handler) {
         // A device's handler that throws (a bug, or input it failed to
         // check) costs that packet only, never the channel or the worker.
+        // It is counted apart from bad input, so tests can hold it at 0.
         try {
           consumed = handler(this.packet) !== false;
         } catch (error) {
-          this.stats.badPackets++;
+          this.stats.handlerErrors++;
           this.onHandlerError?.(error as Error);
         }
       }

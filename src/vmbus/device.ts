@@ -1,11 +1,15 @@
 /**
  * The seam between the VMBus and the devices on either side of it. A host
  * device provider (VSP) sees only `VmbusDevice` / `DeviceBus`; a guest
- * driver (VSC) sees only `VmbusDriver` / `GuestDevice`. Neither reaches into
- * the bus server or client, which is what lets a test stand in for the bus.
+ * driver (VSC) sees only `VmbusDriver` / `GuestDevice`; both talk over each
+ * open channel through its `Queue`. Neither reaches into the bus server or
+ * client, nor into the rings, which is what lets a test stand in for the bus.
  */
-import type { ChannelEndpoint } from './channel.ts';
 import type { PipeMode } from './protocol.ts';
+import type { Queue } from './queue.ts';
+
+/** The guest's page size: GPA ranges, GPADLs and ring sizes count in these. */
+export { PAGE_SIZE } from '../hv/protocol.ts';
 
 /** What a host device offers (the OFFERCHANNEL fields it controls). */
 export interface OfferParameters {
@@ -76,12 +80,13 @@ export interface VmbusDevice {
   /** Called once when the device is added to a bus. */
   attach?(bus: DeviceBus): void;
   /**
-   * The guest opened one of this device's channels. Resolve to accept (the
-   * guest sees status 0); reject to refuse the open.
+   * The guest opened one of this device's channels: `queue` is how the
+   * device talks over it. Resolve to accept (the guest sees status 0);
+   * reject to refuse the open.
    */
-  open(channel: ChannelEndpoint, request: OpenRequest): void | Promise<void>;
+  open(queue: Queue, request: OpenRequest): void | Promise<void>;
   /** The guest closed the channel (or the bus is unloading): stop using it. */
-  close(channel: ChannelEndpoint, request: OpenRequest): void | Promise<void>;
+  close(queue: Queue, request: OpenRequest): void | Promise<void>;
 }
 
 /** An offer as the guest received it. */
@@ -108,10 +113,10 @@ export interface ChannelOpenOptions {
   readonly targetVp?: number;
 }
 
-/** A guest channel: the endpoint plus what the bus knows of it. */
+/** A guest channel: its queue plus what the bus knows of it. */
 export interface GuestChannel {
   readonly offer: GuestOffer;
-  readonly endpoint: ChannelEndpoint;
+  readonly queue: Queue;
   close(): Promise<void>;
 }
 

@@ -123,6 +123,14 @@ export function gpaDirectDescriptorSize(ranges: readonly GpaRangeSpec[]): number
   return size;
 }
 
+/** Packet length (without trailer) of a GPA-direct packet with these ranges and payload. */
+export function gpaDirectPacketLength(
+  ranges: readonly GpaRangeSpec[],
+  payloadLength: number,
+): number {
+  return align8(gpaDirectDescriptorSize(ranges) + payloadLength);
+}
+
 /**
  * Writes a GPA-direct packet (9), as Linux's vmbus_sendpacket_mpb_desc()
  * builds it: descriptor, reserved, range count, the ranges with their PFNs,
@@ -139,7 +147,7 @@ export function writeGpaDirect(
   const descSize = gpaDirectDescriptorSize(ranges);
   if (descSize > scratch.length)
     throw new RangeError(`GPA range list of ${descSize} bytes is too big`);
-  const length = align8(descSize + payload.length);
+  const length = gpaDirectPacketLength(ranges, payload.length);
   const status = w.reserve(length);
   if (status !== 'ok') return status;
   putDescriptor(
@@ -175,6 +183,11 @@ export interface TransferPageRangeSpec {
   readonly byteOffset: number;
 }
 
+/** Packet length (without trailer) of a transfer-page packet with this many ranges. */
+export function transferPagePacketLength(rangeCount: number, payloadLength: number): number {
+  return align8(TRANSFER_PAGE_FIXED_BYTES + 8 * rangeCount + payloadLength);
+}
+
 /**
  * Writes a transfer-page packet (7): ranges of a transfer page set the
  * receiver established earlier (netvsc's receive buffer), then an in-band
@@ -193,7 +206,7 @@ export function writeTransferPages(
   const descSize = TRANSFER_PAGE_FIXED_BYTES + 8 * ranges.length;
   if (descSize > scratch.length)
     throw new RangeError(`${ranges.length} transfer-page ranges are too many`);
-  const length = align8(descSize + payload.length);
+  const length = transferPagePacketLength(ranges.length, payload.length);
   const status = w.reserve(length);
   if (status !== 'ok') return status;
   putDescriptor(

@@ -4,8 +4,8 @@ import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { before, describe, it, type TestContext } from 'node:test';
 import { DiskIoError } from '../../src/block/block-device.ts';
-import { openDisk } from '../../src/block/image/open.ts';
 import { connectNbd, type NbdClient } from '../../src/nbd/client/client.ts';
+import { openDisk } from '../../src/nbd/open-disk.ts';
 import { requireTools, spawnTool, tempDir, waitForSocket } from '../real-tools.ts';
 import { memoryDisk, patternBytes, startServer } from './nbd-fixtures.ts';
 

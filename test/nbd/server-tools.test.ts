@@ -3,7 +3,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { before, describe, it, type TestContext } from 'node:test';
 import type { BlockDevice } from '../../src/block/block-device.ts';
-import { openDisk } from '../../src/block/image/open.ts';
+import { openImage } from '../../src/block/image/open.ts';
 import { NbdServer } from '../../src/nbd/server/server.ts';
 import { requireTools, run, runOk, tempDir } from '../real-tools.ts';
 import { patternBytes, startServer } from './nbd-fixtures.ts';
@@ -11,16 +11,16 @@ import { patternBytes, startServer } from './nbd-fixtures.ts';
 /**
  * hvkit's NBD server against the real tools: nbdinfo, nbdcopy, qemu-io,
  * qemu-img compare and fio's nbd engine, over a raw image file opened with
- * openDisk (the same path `hvkit disk serve` takes).
+ * openImage (the same path `hvkit disk serve` takes).
  */
 
 const MiB = 1024 * 1024;
 
-/** A raw image opened with openDisk; the caller closes it after the servers using it. */
+/** A raw image opened with openImage; the caller closes it after the servers using it. */
 async function rawImage(dir: string, size: number) {
   const path = join(dir, 'disk.raw');
   await writeFile(path, new Uint8Array(size));
-  const device = await openDisk(path, { format: 'raw' });
+  const device = await openImage(path, { format: 'raw' });
   return { path, device };
 }
 
@@ -163,7 +163,7 @@ describe('NBD server with the real tools', () => {
       const dir = await tempDir(t);
       const image = join(dir, `disk.${format}`);
       await runOk('qemu-img', ['create', ...create, image, '32M']);
-      const device = await openDisk(image, { format });
+      const device = await openImage(image, { format });
       assert.equal(device.format, format);
       const { server, socket } = await startServer(t, { exports: [{ name: '', device }] });
       t.after(() => device.close().catch(() => {}));

@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
 import { EchoDriver } from '../../src/devices/echo/vsc.ts';
 import { EchoVsp } from '../../src/devices/echo/vsp.ts';
-import type { ChannelEndpoint } from '../../src/vmbus/channel.ts';
 import type {
   DeviceBus,
   GuestDevice,
@@ -11,6 +10,7 @@ import type {
   VmbusDriver,
 } from '../../src/vmbus/device.ts';
 import { VmbusVersion } from '../../src/vmbus/protocol.ts';
+import type { Queue } from '../../src/vmbus/queue.ts';
 
 import { makeBus, until } from './harness.ts';
 
@@ -57,11 +57,11 @@ class ProbeVsp implements VmbusDevice {
   attach(bus: DeviceBus): void {
     this.bus = bus;
   }
-  open(channel: ChannelEndpoint, request: { relid: number }): void {
+  open(channel: Queue, request: { relid: number }): void {
     this.opened.push(request.relid);
-    channel.onPacket = () => true;
+    channel.onPacket = () => {};
   }
-  close(_channel: ChannelEndpoint, request: { relid: number }): void {
+  close(_channel: Queue, request: { relid: number }): void {
     this.closed.push(request.relid);
   }
 }
@@ -145,8 +145,8 @@ describe('channel lifecycle', () => {
     const free = bus.allocator.freePages;
     for (let round = 0; round < 3; round++) {
       const channel = await device.open({ sendRingBytes: 16384, receiveRingBytes: 32768 });
-      assert.equal(channel.endpoint.outboundRing.dataSize, 12288);
-      assert.equal(channel.endpoint.inboundRing.dataSize, 28672);
+      assert.equal(channel.queue.occupancy().outboundSize, 12288);
+      assert.equal(channel.queue.occupancy().inboundSize, 28672);
       await channel.close();
       await bus.host.settle();
     }

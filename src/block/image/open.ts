@@ -1,5 +1,4 @@
 import { open } from 'node:fs/promises';
-import { connectNbd, isNbdUri } from '../../nbd/client/client.ts';
 import { type BlockDevice, DiskIoError } from '../block-device.ts';
 import { RawDisk } from './raw-disk.ts';
 import { VhdDisk } from './vhd/vhd-disk.ts';
@@ -53,12 +52,12 @@ export async function detectFormat(path: string): Promise<DiskFormat> {
 }
 
 /**
- * Opens a disk image as a BlockDevice, detecting its format unless one is
- * given. A malformed image rejects with an ImageFormatError naming the bad
- * structure; an unreadable file with a DiskIoError.
+ * Opens a disk image file as a BlockDevice, detecting its format unless one
+ * is given. A malformed image rejects with an ImageFormatError naming the
+ * bad structure; an unreadable file with a DiskIoError. (An nbd:// URI is
+ * opened by nbd/open-disk.ts, which also knows the NBD client.)
  */
-export async function openDisk(path: string, options: OpenDiskOptions = {}): Promise<BlockDevice> {
-  if (isNbdUri(path)) return connectNbd(path, { readOnly: options.readOnly ?? false });
+export async function openImage(path: string, options: OpenDiskOptions = {}): Promise<BlockDevice> {
   const format = options.format ?? (await detectFormat(path));
   const readOnly = options.readOnly ?? false;
   switch (format) {

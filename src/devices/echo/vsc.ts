@@ -1,7 +1,5 @@
 import type { GuestChannel, GuestDevice, VmbusDriver } from '../../vmbus/device.ts';
-import { inbandPacketLength } from '../../vmbus/packet.ts';
-import { Requestor } from '../../vmbus/requestor.ts';
-import { PacketType } from '../../vmbus/ring-protocol.ts';
+import { PacketType, type RequestTable } from '../../vmbus/queue.ts';
 import { ECHO_CLASS_ID, ECHO_MAX_PAYLOAD, ECHO_RING_BYTES } from './protocol.ts';
 
 interface Pending {
@@ -9,64 +7,62 @@ interface Pending {
   readonly reject: (error: Error) => void;
 }
 
+/** Echo requests one channel keeps in flight. */
+const ECHO_MAX_IN_FLIGHT = 256;
+
 /** One bound echo device on the guest side. */
 export class EchoChannel {
-  readonly requests: Requestor<Pending>;
-  badCompletions = 0;
+  readonly requests: RequestTable<Pending>;
 
   constructor(readonly channel: GuestChannel) {
-    this.requests = new Requestor<Pending>(256);
-    channel.endpoint.onPacket = (packet) => {
-      if (packet.type !== PacketType.Completion) {
-        this.badCompletions++;
-        return true;
-      }
-      const pending = this.requests.complete(packet.transLo, packet.transHi);
-      if (!pending) {
-        this.badCompletions++;
-        return true;
-      }
-      pending.resolve(packet.payload().slice(0, packet.payloadLength));
-      return true;
-    };
+    const queue = channel.queue;
+    this.requests = queue.trackRequests<Pending>({
+      capacity: ECHO_MAX_IN_FLIGHT,
+      onCompletion: (pending, packet) =>
+        pending.resolve(packet.payload().slice(0, packet.payloadLength)),
+      onAbandon: (pending, reason) => pending.reject(new Error(`echo channel: ${reason}`)),
+    });
+    queue.onPacket = (packet) =>
+      queue.drop(
+        packet.type === PacketType.Completion
+          ? 'a completion without a transaction id'
+          : `packet type ${packet.type} is not a completion`,
+      );
+  }
+
+  /** Host packets that answered nothing we asked: unknown ids and other packets. */
+  get badCompletions(): number {
+    const stats = this.channel.queue.stats;
+    return stats.unknownCompletions + stats.dropped;
   }
 
   /**
    * Sends `payload` and resolves with what the host echoed (padded to 8
-   * bytes, as the ring carries it). Waits for ring space when full.
+   * bytes, as the ring carries it). A full ring makes it wait its turn.
    */
-  async echo(payload: Uint8Array): Promise<Uint8Array> {
+  echo(payload: Uint8Array): Promise<Uint8Array> {
     if (payload.length > ECHO_MAX_PAYLOAD) {
-      throw new RangeError(`echo payload of ${payload.length} bytes > ${ECHO_MAX_PAYLOAD}`);
+      return Promise.reject(
+        new RangeError(`echo payload of ${payload.length} bytes > ${ECHO_MAX_PAYLOAD}`),
+      );
     }
-    const endpoint = this.channel.endpoint;
+    const queue = this.channel.queue;
     return new Promise<Uint8Array>((resolve, reject) => {
       const id = this.requests.allocate({ resolve, reject });
       if (id === 0) {
         reject(new Error('too many echo requests in flight'));
         return;
       }
-      const attempt = async (): Promise<void> => {
-        for (;;) {
-          const result = endpoint.sendInband(payload, id, 0, true);
-          if (result === 'ok') return;
-          if (
-            result === 'corrupt' ||
-            !(await endpoint.waitForSpace(inbandPacketLength(payload.length)))
-          ) {
-            this.requests.complete(id);
-            reject(new Error(`echo channel is ${endpoint.state}: ${endpoint.error}`));
-            return;
-          }
-        }
-      };
-      void attempt();
+      if (queue.sendInband(payload, id, 0, true) === 'closed') {
+        this.requests.cancel(id);
+        reject(new Error(`echo channel is ${queue.state}: ${queue.error}`));
+      }
     });
   }
 
-  /** Sends without asking for a completion (the host sinks it). */
+  /** Sends without asking for a completion (the host sinks it); false when the ring is full. */
   sink(payload: Uint8Array): boolean {
-    return this.channel.endpoint.sendInband(payload, 0, 0, false) === 'ok';
+    return this.channel.queue.trySendInband(payload) === 'sent';
   }
 
   failAll(reason: string): void {

@@ -1,7 +1,5 @@
-import type { ChannelEndpoint } from '../../vmbus/channel.ts';
 import type { OfferParameters, VmbusDevice } from '../../vmbus/device.ts';
-import type { PacketView } from '../../vmbus/packet.ts';
-import { PacketType } from '../../vmbus/ring-protocol.ts';
+import { type IncomingPacket, PacketType, type Queue } from '../../vmbus/queue.ts';
 import { ECHO_CLASS_ID, ECHO_RING_BYTES } from './protocol.ts';
 
 export interface EchoStats {
@@ -14,7 +12,7 @@ export interface EchoStats {
 export class EchoVsp implements VmbusDevice {
   readonly offer: OfferParameters;
   readonly stats: EchoStats = { echoed: 0, sunk: 0, ignored: 0 };
-  readonly channels = new Set<ChannelEndpoint>();
+  readonly channels = new Set<Queue>();
 
   constructor(instanceId: string = crypto.randomUUID()) {
     this.offer = {
@@ -25,28 +23,30 @@ export class EchoVsp implements VmbusDevice {
     };
   }
 
-  open(channel: ChannelEndpoint): void {
-    this.channels.add(channel);
-    channel.onPacket = (packet) => this.handle(channel, packet);
+  open(queue: Queue): void {
+    this.channels.add(queue);
+    // A responder: while answers wait for room, later requests stay in the ring.
+    queue.configure({ pauseWhileBacklogged: true });
+    queue.onPacket = (packet) => this.handle(queue, packet);
   }
 
-  close(channel: ChannelEndpoint): void {
-    channel.onPacket = undefined;
-    this.channels.delete(channel);
+  close(queue: Queue): void {
+    queue.onPacket = undefined;
+    this.channels.delete(queue);
   }
 
-  private handle(channel: ChannelEndpoint, packet: PacketView): boolean {
+  private handle(queue: Queue, packet: IncomingPacket): void {
     if (packet.type !== PacketType.DataInband) {
       this.stats.ignored++;
-      return true;
+      queue.drop(`packet type ${packet.type} is not in-band data`);
+      return;
     }
     if (!packet.completionRequested) {
       this.stats.sunk++;
-      return true;
+      return;
     }
-    const result = channel.sendCompletion(packet.transLo, packet.transHi, packet.payload());
-    if (result === 'full') return false; // retried when the guest frees room
-    if (result === 'ok') this.stats.echoed++;
-    return true;
+    if (queue.sendCompletion(packet.transLo, packet.transHi, packet.payload()) !== 'closed') {
+      this.stats.echoed++;
+    }
   }
 }

@@ -13,8 +13,7 @@
  * counted; an unknown message type gets HV_E_FAIL.
  */
 import type { GuestChannel, GuestDevice, VmbusDriver } from '../../vmbus/device.ts';
-import { inbandPacketLength, type PacketView } from '../../vmbus/packet.ts';
-import { PacketType } from '../../vmbus/ring-protocol.ts';
+import { type IncomingPacket, PacketType } from '../../vmbus/queue.ts';
 import { type IcHeader, markResponse, readIcHeader } from './framing.ts';
 import { answerNegotiate, type NegotiatedVersions } from './negotiate.ts';
 import {
@@ -106,7 +105,7 @@ export class IcDriver implements VmbusDriver {
   }
 
   get open(): boolean {
-    return this.channel?.endpoint.state === 'open';
+    return this.channel?.queue.open === true;
   }
 
   async probe(device: GuestDevice): Promise<void> {
@@ -119,10 +118,12 @@ export class IcDriver implements VmbusDriver {
     this.relid = device.offer.relid;
     this.versions = undefined;
     this.negotiationError = '';
-    channel.endpoint.onPacket = (packet) => this.receive(packet);
+    // A responder: while an answer waits for room, later messages stay in the ring.
+    channel.queue.configure({ pauseWhileBacklogged: true });
+    channel.queue.onPacket = (packet) => this.receive(packet);
     // The host speaks first (negotiation); its signal may have come before
-    // the endpoint existed, so look at the ring now.
-    channel.endpoint.drain();
+    // the handler was set, so look at the ring now.
+    channel.queue.poll();
   }
 
   async remove(device: GuestDevice): Promise<void> {
@@ -148,24 +149,23 @@ export class IcDriver implements VmbusDriver {
     this.pump();
   }
 
-  private drop(reason: string): true {
+  /** Counts and logs (rate-limited, by the channel's queue) a message the host got wrong. */
+  private drop(reason: string): void {
     this.stats.dropped++;
     this.lastDrops.push(reason);
     if (this.lastDrops.length > 5) this.lastDrops.shift();
-    // Rate-limited: the first few, then every 100th.
-    if (this.stats.dropped <= 3 || this.stats.dropped % 100 === 0) {
-      this.log(`${this.service.name}: dropped a message (${this.stats.dropped} so far): ${reason}`);
-    }
-    return true;
+    this.channel?.queue.drop(`${this.service.name}: ${reason}`);
   }
 
-  private receive(packet: PacketView): boolean {
+  private receive(packet: IncomingPacket): void {
     if (packet.type !== PacketType.DataInband) {
-      return this.drop(`packet type ${packet.type} is not in-band data`);
+      this.drop(`packet type ${packet.type} is not in-band data`);
+      return;
     }
     const length = packet.payloadLength;
     if (length > this.service.maxMessageBytes) {
-      return this.drop(`message of ${length} bytes exceeds ${this.service.maxMessageBytes}`);
+      this.drop(`message of ${length} bytes exceeds ${this.service.maxMessageBytes}`);
+      return;
     }
     // A private copy with room for a negotiation answer even when the
     // message is shorter (only `length` bytes go back).
@@ -176,13 +176,13 @@ export class IcDriver implements VmbusDriver {
       // One message at a time: later ones wait their turn (bounded: the
       // host may have only one request outstanding per service).
       if (this.waiting.length >= MAX_WAITING) {
-        return this.drop(`${MAX_WAITING} messages already wait for the service`);
+        this.drop(`${MAX_WAITING} messages already wait for the service`);
+        return;
       }
       this.waiting.push(waiting);
-      return true;
+      return;
     }
     this.process(waiting);
-    return true;
   }
 
   /** Handles waiting messages while the service is free. */
@@ -235,6 +235,8 @@ export class IcDriver implements VmbusDriver {
           versions: this.versions,
         });
       } catch (error) {
+        // A bug in the service, not the host's doing: answer E_FAIL, count it where tests look.
+        this.channel?.queue.handlerFailed(error as Error);
         this.log(`${this.service.name}: handling a message failed: ${(error as Error).message}`);
         answer = IcStatus.E_FAIL;
       }
@@ -244,6 +246,7 @@ export class IcDriver implements VmbusDriver {
       answer.then(
         (status) => this.finish(message, transLo, transHi, status),
         (error: Error) => {
+          this.channel?.queue.handlerFailed(error);
           this.log(`${this.service.name}: handling a message failed: ${error.message}`);
           this.finish(message, transLo, transHi, IcStatus.E_FAIL);
         },
@@ -274,35 +277,15 @@ export class IcDriver implements VmbusDriver {
     this.pump();
   }
 
-  /** Sends an answer; when the ring is full, holds further messages until it went out. */
+  /** Sends an answer (in order: a full ring makes it wait in the queue's backlog). */
   private reply(message: Uint8Array, transLo: number, transHi: number): void {
-    const endpoint = this.channel?.endpoint;
-    if (!endpoint) {
-      this.stats.unsent++;
-      this.done();
-      return;
-    }
-    const result = endpoint.sendInband(message, transLo, transHi, false);
-    if (result === 'ok') {
+    const queue = this.channel?.queue;
+    if (queue && queue.sendInband(message, transLo, transHi, false) !== 'closed') {
       this.stats.replies++;
-      this.done();
-      return;
-    }
-    if (result === 'corrupt') {
+    } else {
       this.stats.unsent++;
-      this.done();
-      return;
     }
-    this.busy = true;
-    void endpoint.waitForSpace(inbandPacketLength(message.length)).then((room) => {
-      if (room && endpoint.sendInband(message, transLo, transHi, false) === 'ok') {
-        this.stats.replies++;
-      } else {
-        this.stats.unsent++;
-      }
-      this.busy = true;
-      this.done();
-    });
+    this.done();
   }
 
   /** Plain data for status displays. */

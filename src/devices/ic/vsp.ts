@@ -10,11 +10,14 @@
  * headers, not marked as a response, of another message type or for no
  * outstanding request is dropped and counted.
  */
-import type { ChannelEndpoint } from '../../vmbus/channel.ts';
 import type { OfferParameters, VmbusDevice } from '../../vmbus/device.ts';
-import { inbandPacketLength, type PacketView } from '../../vmbus/packet.ts';
 import { PipeMode } from '../../vmbus/protocol.ts';
-import { PacketType } from '../../vmbus/ring-protocol.ts';
+import {
+  type IncomingPacket,
+  PacketType,
+  type Queue,
+  type RequestTable,
+} from '../../vmbus/queue.ts';
 import { buildIcMessage, type IcHeader, readIcHeader } from './framing.ts';
 import { buildNegotiate, type NegotiatedVersions, readNegotiateAnswer } from './negotiate.ts';
 import {
@@ -94,16 +97,20 @@ export interface IcHostStats {
   timeouts: number;
 }
 
-interface Pending {
-  readonly transLo: number;
+/** A message sent to the guest whose answer is awaited (a request) or only recognised (posted). */
+interface Outstanding {
   readonly type: number;
-  readonly resolve: (reply: IcReply) => void;
-  readonly reject: (error: Error) => void;
-  readonly timer: ReturnType<typeof setTimeout>;
+  /** Set for requests; posted messages' answers go to postedAnswer with their tag. */
+  readonly resolve?: (reply: IcReply) => void;
+  readonly tag?: unknown;
+  readonly reject?: (error: Error) => void;
+  readonly timeoutMs: number;
 }
 
-/** How many posted transaction ids are remembered to recognise their answers. */
-const POSTED_MEMORY = 64;
+/** Messages outstanding at once: the one request plus posted heartbeats and time samples. */
+const MAX_OUTSTANDING = 64;
+/** How long the answer to a posted message is still recognised. */
+const POSTED_ANSWER_MS = 60_000;
 
 export class IcVsp implements VmbusDevice {
   readonly offer: OfferParameters;
@@ -119,12 +126,10 @@ export class IcVsp implements VmbusDevice {
   versions: NegotiatedVersions | undefined;
   /** Why the service is not usable (negotiation failure, closed channel). */
   error = '';
-  protected channel: ChannelEndpoint | undefined;
+  protected channel: Queue | undefined;
   protected readonly log: (message: string) => void;
-  private nextTrans = 1;
-  private pending: Pending | undefined;
-  private readonly posted = new Set<number>();
-  private queue: Promise<unknown> = Promise.resolve();
+  private outstanding: RequestTable<Outstanding> | undefined;
+  private turn: Promise<unknown> = Promise.resolve();
   private readonly readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
 
   constructor(readonly options: IcHostOptions) {
@@ -142,24 +147,45 @@ export class IcVsp implements VmbusDevice {
     return this.options.name;
   }
 
-  open(channel: ChannelEndpoint): void {
+  open(channel: Queue): void {
     this.channel = channel;
     this.state = 'negotiating';
     this.error = '';
     this.versions = undefined;
-    this.posted.clear();
-    channel.onPacket = (packet) => this.receive(packet);
+    this.outstanding = channel.trackRequests<Outstanding>({
+      capacity: MAX_OUTSTANDING,
+      // Answers are in-band packets carrying the request's transaction id.
+      match: 'any-type',
+      onCompletion: (sent, packet) => this.onAnswer(sent, packet),
+      onTimeout: (sent) => {
+        if (!sent.reject) return;
+        this.stats.timeouts++;
+        sent.reject(
+          new IcError(
+            `the guest did not answer the ${this.name} request within ${(sent.timeoutMs / 1000).toFixed(1)}s`,
+          ),
+        );
+      },
+      onAbandon: (sent, reason) => sent.reject?.(new IcError(reason)),
+      onUnknown: () => this.stats.unexpected++,
+    });
+    // Every answer carries an id; a packet without one answers nothing.
+    channel.onPacket = (packet) => {
+      this.stats.bad++;
+      channel.drop(`packet type ${packet.type} with transaction id 0 answers nothing`);
+    };
     // Negotiate once the bus has finished opening the channel.
     setImmediate(() => void this.negotiate(channel));
   }
 
-  close(channel: ChannelEndpoint): void {
+  close(channel: Queue): void {
     if (channel !== this.channel) return;
     channel.onPacket = undefined;
     this.channel = undefined;
     this.state = 'closed';
     this.error = `the guest closed the ${this.name} channel`;
-    this.failPending(new IcError(this.error));
+    for (const sent of this.outstanding?.drain() ?? []) sent.reject?.(new IcError(this.error));
+    this.outstanding = undefined;
     this.settleReady();
     this.closed();
   }
@@ -170,10 +196,10 @@ export class IcVsp implements VmbusDevice {
   /** Hook for services: negotiation succeeded. */
   protected ready(_versions: NegotiatedVersions): void {}
 
-  /** Hook for services: the answer to a posted message arrived. */
-  protected postedAnswer(_reply: IcReply, _transLo: number): void {}
+  /** Hook for services: the answer to a posted message arrived (with the tag it was posted with). */
+  protected postedAnswer(_reply: IcReply, _tag: unknown): void {}
 
-  private async negotiate(channel: ChannelEndpoint): Promise<void> {
+  private async negotiate(channel: Queue): Promise<void> {
     if (channel !== this.channel) return;
     const { frameworkVersions, serviceVersions } = this.options;
     try {
@@ -271,103 +297,81 @@ export class IcVsp implements VmbusDevice {
   }
 
   private exchange(type: number, message: Uint8Array, timeoutMs: number): Promise<IcReply> {
-    const run = this.queue.then(() => this.sendAndWait(type, message, timeoutMs));
-    this.queue = run.catch(() => {});
+    const run = this.turn.then(() => this.sendAndWait(type, message, timeoutMs));
+    this.turn = run.catch(() => {});
     return run;
   }
 
-  private async sendAndWait(
-    type: number,
-    message: Uint8Array,
-    timeoutMs: number,
-  ): Promise<IcReply> {
+  private sendAndWait(type: number, message: Uint8Array, timeoutMs: number): Promise<IcReply> {
     const channel = this.channel;
-    if (!channel) throw new IcError(this.unusable());
-    const transLo = this.allocateTransaction();
-    const answer = new Promise<IcReply>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        if (this.pending?.transLo !== transLo) return;
-        this.pending = undefined;
-        this.stats.timeouts++;
-        reject(
-          new IcError(
-            `the guest did not answer the ${this.name} request within ${(timeoutMs / 1000).toFixed(1)}s`,
-          ),
-        );
-      }, timeoutMs);
-      this.pending = { transLo, type, resolve, reject, timer };
-    });
-    this.stats.requests++;
-    try {
-      await this.send(channel, message, transLo);
-    } catch (error) {
-      const pending = this.pending;
-      if (pending?.transLo === transLo) {
-        clearTimeout(pending.timer);
-        this.pending = undefined;
+    const outstanding = this.outstanding;
+    if (!channel || !outstanding) return Promise.reject(new IcError(this.unusable()));
+    return new Promise<IcReply>((resolve, reject) => {
+      const transLo = outstanding.allocate({ type, resolve, reject, timeoutMs }, timeoutMs);
+      if (transLo === 0) {
+        reject(new IcError(`${MAX_OUTSTANDING} ${this.name} messages are still unanswered`));
+        return;
       }
-      throw error;
-    }
-    return answer;
+      this.stats.requests++;
+      if (channel.sendInband(message, transLo, 0, false) === 'closed') {
+        outstanding.cancel(transLo);
+        reject(new IcError(this.channelGone(channel)));
+      }
+    });
   }
 
   /**
-   * Sends a message nobody waits for; its answer goes to `postedAnswer`.
-   * `register` learns the transaction id before the message leaves (the
-   * answer can come back at once).
+   * Sends a message nobody waits for; its answer goes to `postedAnswer`
+   * with `tag` (what the service needs to judge the answer).
    */
-  protected post(message: Uint8Array, register?: (transLo: number) => void): Promise<void> {
+  protected post(message: Uint8Array, tag?: unknown): Promise<void> {
     const channel = this.channel;
-    if (!channel) return Promise.reject(new IcError(this.unusable()));
-    const transLo = this.allocateTransaction();
-    this.posted.add(transLo);
-    if (this.posted.size > POSTED_MEMORY) {
-      const oldest = this.posted.values().next().value;
-      if (oldest !== undefined) this.posted.delete(oldest);
+    const outstanding = this.outstanding;
+    if (!channel || !outstanding) return Promise.reject(new IcError(this.unusable()));
+    const transLo = outstanding.allocate(
+      { type: this.options.messageType, timeoutMs: POSTED_ANSWER_MS, tag },
+      POSTED_ANSWER_MS,
+    );
+    if (transLo === 0) {
+      return Promise.reject(
+        new IcError(`${MAX_OUTSTANDING} ${this.name} messages are still unanswered`),
+      );
     }
-    register?.(transLo);
-    return this.send(channel, message, transLo);
-  }
-
-  private allocateTransaction(): number {
-    const id = this.nextTrans;
-    this.nextTrans = this.nextTrans >= 0xffffffff ? 1 : this.nextTrans + 1;
-    return id;
-  }
-
-  private async send(
-    channel: ChannelEndpoint,
-    message: Uint8Array,
-    transLo: number,
-  ): Promise<void> {
-    for (;;) {
-      const result = channel.sendInband(message, transLo, 0, false);
-      if (result === 'ok') return;
-      if (
-        result === 'corrupt' ||
-        !(await channel.waitForSpace(inbandPacketLength(message.length)))
-      ) {
-        throw new IcError(
-          `the ${this.name} channel is ${channel.state}${channel.error ? `: ${channel.error}` : ''}`,
-        );
-      }
+    if (channel.sendInband(message, transLo, 0, false) === 'closed') {
+      outstanding.cancel(transLo);
+      return Promise.reject(new IcError(this.channelGone(channel)));
     }
+    return Promise.resolve();
   }
 
-  private receive(packet: PacketView): boolean {
-    if (packet.type !== PacketType.DataInband) {
+  private channelGone(channel: Queue): string {
+    return `the ${this.name} channel is ${channel.state}${channel.error ? `: ${channel.error}` : ''}`;
+  }
+
+  /** The guest's answer to a message of ours (its transaction id matched). */
+  private onAnswer(sent: Outstanding, packet: IncomingPacket): void {
+    const fail = (reason: string): void => {
       this.stats.bad++;
-      return true;
+      this.channel?.drop(reason);
+      sent.reject?.(new IcError(`the guest answered the ${this.name} request with ${reason}`));
+    };
+    if (packet.type !== PacketType.DataInband) {
+      fail(`a packet of type ${packet.type}, not in-band data`);
+      return;
     }
     const message = packet.payload().slice(0, packet.payloadLength);
     const header = readIcHeader(message);
     if (typeof header === 'string') {
-      this.stats.bad++;
-      return true;
+      fail(`a malformed message: ${header}`);
+      return;
     }
-    if ((header.flags & IcHeaderFlags.Response) === 0 || packet.transHi !== 0) {
-      this.stats.bad++;
-      return true;
+    if ((header.flags & IcHeaderFlags.Response) === 0) {
+      fail('a message not marked as a response');
+      return;
+    }
+    if (header.type !== sent.type) {
+      fail(`message type ${header.type}, not ${sent.type}`);
+      return;
     }
     const reply: IcReply = {
       status: header.status,
@@ -375,37 +379,13 @@ export class IcVsp implements VmbusDevice {
       message,
       body: message.subarray(ICMSG_HDR),
     };
-    const pending = this.pending;
-    if (pending && pending.transLo === packet.transLo) {
-      if (header.type !== pending.type) {
-        this.stats.bad++;
-        return true;
-      }
-      this.pending = undefined;
-      clearTimeout(pending.timer);
+    if (sent.resolve) {
       this.stats.answers++;
-      pending.resolve(reply);
-      return true;
+      sent.resolve(reply);
+      return;
     }
-    if (this.posted.delete(packet.transLo)) {
-      if (header.type !== this.options.messageType) {
-        this.stats.bad++;
-        return true;
-      }
-      this.stats.drained++;
-      this.postedAnswer(reply, packet.transLo);
-      return true;
-    }
-    this.stats.unexpected++;
-    return true;
-  }
-
-  private failPending(error: Error): void {
-    const pending = this.pending;
-    if (!pending) return;
-    this.pending = undefined;
-    clearTimeout(pending.timer);
-    pending.reject(error);
+    this.stats.drained++;
+    this.postedAnswer(reply, sent.tag);
   }
 
   /** Plain data for status displays. */

@@ -3,9 +3,9 @@
  * result. The target never throws or rejects: every failure is a SAM status
  * with sense data.
  */
+import type { DataDirection } from '../codes.ts';
 
-/** 'in' = device to initiator (READ), 'out' = initiator to device (WRITE). */
-export type DataDirection = 'none' | 'in' | 'out';
+export type { DataDirection };
 
 export interface ScsiCommand {
   /** Exactly the CDB bytes (normally 6..16). */

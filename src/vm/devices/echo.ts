@@ -32,7 +32,14 @@ export const echoKind: DeviceKind<EchoConfig> = {
     const vsp = new EchoVsp();
     return {
       devices: [vsp],
-      status: () => ({ type: 'echo', ...vsp.stats }),
+      status: () => {
+        const { echoed, sunk, ignored } = vsp.stats;
+        return {
+          type: 'echo',
+          summary: `echo: ${echoed} echoed, ${sunk} sunk, ${ignored} ignored`,
+          ...vsp.stats,
+        };
+      },
       close: async () => {},
     };
   },
@@ -48,11 +55,18 @@ export const echoKind: DeviceKind<EchoConfig> = {
     };
     client.registerDriver(driver);
     return {
-      status: () => ({
-        type: 'echo',
-        bound: driver.bound.size,
-        traffic: traffic.map((t) => ({ ...t.stats })),
-      }),
+      status: () => {
+        const sum = (k: keyof (typeof traffic)[number]['stats']): number =>
+          traffic.reduce((n, t) => n + t.stats[k], 0);
+        return {
+          type: 'echo',
+          summary:
+            `echo: ${driver.bound.size} bound, ${sum('completed')}/${sum('sent')} echoed` +
+            `, ${sum('failed')} failed, ${sum('mismatched')} mismatched`,
+          bound: driver.bound.size,
+          traffic: traffic.map((t) => ({ ...t.stats })),
+        };
+      },
       stop: async () => {
         await Promise.all(traffic.map((t) => t.stop()));
       },

@@ -23,14 +23,11 @@
  * commands scsi-attach / scsi-detach; `hvkit disk attach|detach`).
  */
 import { createHash } from 'node:crypto';
-import { resolve } from 'node:path';
 import { z } from 'zod';
-import type { BlockDevice } from '../../block/block-device.ts';
-import { DISK_FORMATS, type DiskFormat, openDisk } from '../../block/image/open.ts';
-import { MemoryDisk } from '../../block/memory-disk.ts';
+import { DISK_FORMATS, type DiskFormat } from '../../block/image/open.ts';
 import { GuestExports } from '../../devices/storvsc/guest/export.ts';
 import { type StorvscController, StorvscDriver } from '../../devices/storvsc/guest/storvsc.ts';
-import { StorvspDevice } from '../../devices/storvsc/host/storvsp.ts';
+import { MAX_LUN, maxTransferProblem, StorvspDevice } from '../../devices/storvsc/host/storvsp.ts';
 import {
   DEFAULT_HOST_STORVSC_VERSIONS,
   LINUX_STORVSC_VERSION_ORDER,
@@ -39,9 +36,10 @@ import {
   VmstorVersion,
   vmstorVersionString,
 } from '../../devices/storvsc/protocol.ts';
+import { openDiskSource } from '../../nbd/open-disk.ts';
 import { controlDirectory } from '../control-path.ts';
-import type { CommandHandler, DeviceKind, HostContext } from '../device-kind.ts';
-import { sizeSchema } from '../units.ts';
+import { command, count, type DeviceKind, type HostPart } from '../device-kind.ts';
+import { formatBytes, sizeSchema } from '../units.ts';
 
 const KNOWN_VERSIONS = [
   VmstorVersion.Win10,
@@ -75,7 +73,7 @@ const diskSchema = z
     path: z.string().min(1).optional(),
     /** A scratch disk of this size in host memory (instead of a path). */
     memory: sizeSchema.optional(),
-    lun: z.number().int().min(0).max(254).optional(),
+    lun: z.number().int().min(0).max(MAX_LUN).optional(),
     read_only: z.boolean().default(false),
     format: z.enum(DISK_FORMATS as unknown as [DiskFormat, ...DiskFormat[]]).optional(),
   })
@@ -132,13 +130,8 @@ export const scsiSchema = z
       luns.add(d.lun);
     });
     const max = c.max_transfer;
-    if (max < 4096 || max > STORVSP_MAX_TRANSFER_BYTES || max % 4096 !== 0) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['max_transfer'],
-        message: `must be a multiple of 4096 in 4096..${STORVSP_MAX_TRANSFER_BYTES}, got ${max}`,
-      });
-    }
+    const problem = maxTransferProblem(max);
+    if (problem) ctx.addIssue({ code: 'custom', path: ['max_transfer'], message: problem });
     if (c.ring < 8192 || c.ring % 4096 !== 0) {
       ctx.addIssue({
         code: 'custom',
@@ -179,49 +172,12 @@ export function controllerInstanceId(vmName: string, index: number): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
 
-function human(bytes: number): string {
-  if (bytes >= 1024 ** 3) return `${(bytes / 1024 ** 3).toFixed(1)}G`;
-  if (bytes >= 1024 ** 2) return `${(bytes / 1024 ** 2).toFixed(1)}M`;
-  if (bytes >= 1024) return `${(bytes / 1024).toFixed(1)}K`;
-  return `${bytes}`;
-}
-
 // --- host ----------------------------------------------------------------------
 
-interface HostController {
+/** The host part of one controller: the storvsp and its place in the config. */
+interface ScsiHostPart extends HostPart {
   readonly index: number;
   readonly vsp: StorvspDevice;
-}
-
-/** Controllers of each host bus, in config order (for the attach/detach commands). */
-const hostControllers = new WeakMap<object, HostController[]>();
-
-async function openConfiguredDisk(
-  disk: {
-    path?: string | undefined;
-    memory?: number | undefined;
-    read_only: boolean;
-    format?: DiskFormat | undefined;
-  },
-  baseDir = process.cwd(),
-): Promise<{ device: BlockDevice; source: string }> {
-  if (disk.memory !== undefined) {
-    return { device: new MemoryDisk(disk.memory, { readOnly: disk.read_only }), source: 'memory' };
-  }
-  const path = disk.path!;
-  // Relative paths in a config file are relative to that file.
-  const target = /^nbd(\+unix)?:\/\//.test(path) ? path : resolve(baseDir, path);
-  const device = await openDisk(target, {
-    readOnly: disk.read_only,
-    ...(disk.format ? { format: disk.format } : {}),
-  });
-  return { device, source: target };
-}
-
-function lowestFreeLun(taken: Iterable<number>): number {
-  const used = new Set(taken);
-  for (let lun = 0; lun <= 254; lun++) if (!used.has(lun)) return lun;
-  throw new Error('every LUN 0..254 of the controller is in use');
 }
 
 function controllerSummary(index: number, vsp: StorvspDevice): string {
@@ -232,7 +188,7 @@ function controllerSummary(index: number, vsp: StorvspDevice): string {
       : disks
           .map(
             (d) =>
-              `LUN ${d.lun} ${human(d.capacity)} ${d.format}${d.source === d.format ? '' : ` ${d.source}`}${d.readOnly ? ' (read-only)' : ''}`,
+              `LUN ${d.lun} ${formatBytes(d.capacity)} ${d.format}${d.source === d.format ? '' : ` ${d.source}`}${d.readOnly ? ' (read-only)' : ''}`,
           )
           .join(', ');
   const totals = vsp.totals();
@@ -243,79 +199,64 @@ function controllerSummary(index: number, vsp: StorvspDevice): string {
   );
 }
 
-function needNumber(args: Record<string, unknown>, name: string, fallback?: number): number {
-  const value = args[name] ?? fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
-    throw new Error(`${name} must be a non-negative integer, got ${JSON.stringify(args[name])}`);
-  }
-  return value;
-}
+const attachArgs = z.object({
+  controller: count.default(0),
+  /** An image path (already absolute: the CLI resolves it) or an nbd:// URI. */
+  path: z.string().min(1, 'path must name an image file or an nbd:// URI'),
+  lun: count.optional(),
+  readOnly: z.boolean().default(false),
+  format: z.enum(DISK_FORMATS as unknown as [DiskFormat, ...DiskFormat[]]).optional(),
+});
 
-function hostCommands(context: HostContext): Record<string, CommandHandler> {
-  const find = (args: Record<string, unknown>): HostController => {
-    const controllers = hostControllers.get(context.bus) ?? [];
-    const index = needNumber(args, 'controller', 0);
-    const controller = controllers.find((c) => c.index === index);
-    if (!controller) {
-      throw new Error(
-        controllers.length === 0
-          ? 'this VM has no SCSI controller (add a `type: scsi` device to its config)'
-          : `no SCSI controller ${index}; this VM has ${controllers.map((c) => c.index).join(', ')}`,
-      );
-    }
-    return controller;
+const detachArgs = z.object({ controller: count.default(0), lun: count });
+
+const hostCommands: NonNullable<DeviceKind<ScsiConfig, ScsiHostPart>['hostCommands']> = (
+  context,
+  parts,
+) => {
+  const find = (index: number): ScsiHostPart => {
+    const part = parts.find((p) => p.index === index);
+    if (part) return part;
+    throw new Error(
+      parts.length === 0
+        ? 'this VM has no SCSI controller (add a `type: scsi` device to its config)'
+        : `no SCSI controller ${index}; this VM has ${parts.map((p) => p.index).join(', ')}`,
+    );
   };
   return {
-    'scsi-attach': async (args) => {
-      const controller = find(args);
-      const path = args.path;
-      if (typeof path !== 'string' || path.length === 0)
-        throw new Error('path must name an image file');
-      const readOnly = args.readOnly === true;
-      const format = args.format;
-      if (format !== undefined && !(DISK_FORMATS as readonly unknown[]).includes(format)) {
-        throw new Error(
-          `format must be one of ${DISK_FORMATS.join(', ')}, got ${JSON.stringify(format)}`,
-        );
-      }
-      const taken = controller.vsp.attachedDisks().map((d) => d.lun);
-      const lun = args.lun === undefined ? lowestFreeLun(taken) : needNumber(args, 'lun');
-      if (lun > 254) throw new Error(`LUN ${lun} is outside 0..254`);
-      if (taken.includes(lun)) {
-        throw new Error(`LUN ${lun} of controller ${controller.index} already holds a disk`);
-      }
-      const { device, source } = await openConfiguredDisk({
-        path,
-        read_only: readOnly,
-        ...(format ? { format: format as DiskFormat } : {}),
+    'scsi-attach': command(attachArgs, async (args) => {
+      const { index, vsp } = find(args.controller);
+      const { device, source } = await openDiskSource({
+        path: args.path,
+        readOnly: args.readOnly,
+        format: args.format,
       });
+      let lun: number;
       try {
-        controller.vsp.attachDisk(lun, device, source);
+        lun = vsp.attachDisk(args.lun, device, source).lun;
       } catch (error) {
         await device.close();
-        throw error;
+        throw new Error(`controller ${index}: ${(error as Error).message}`);
       }
-      context.log(`scsi${controller.index}: attached ${source} as LUN ${lun}`);
+      context.log(`scsi${index}: attached ${source} as LUN ${lun}`);
       return {
-        controller: controller.index,
+        controller: index,
         lun,
         source,
         capacity: device.size,
         format: device.format,
         readOnly: device.readOnly,
       };
-    },
-    'scsi-detach': async (args) => {
-      const controller = find(args);
-      if (args.lun === undefined) throw new Error('detach needs the LUN');
-      const lun = needNumber(args, 'lun');
-      const detached = await controller.vsp.detachDisk(lun);
+    }),
+    'scsi-detach': command(detachArgs, async (args) => {
+      const { index, vsp } = find(args.controller);
+      const detached = await vsp.detachDisk(args.lun);
       await detached.device.close();
-      context.log(`scsi${controller.index}: detached LUN ${lun} (${detached.source})`);
-      return { controller: controller.index, lun, source: detached.source };
-    },
+      context.log(`scsi${index}: detached LUN ${args.lun} (${detached.source})`);
+      return { controller: index, lun: args.lun, source: detached.source };
+    }),
   };
-}
+};
 
 // --- guest ---------------------------------------------------------------------
 
@@ -340,14 +281,11 @@ function guestDiskStatus(controller: StorvscController, exports: GuestExports | 
     }));
 }
 
-export const scsiKind: DeviceKind<ScsiConfig> = {
+export const scsiKind: DeviceKind<ScsiConfig, ScsiHostPart> = {
   type: 'scsi',
   schema: scsiSchema,
 
-  async createHost(config, context) {
-    const controllers = hostControllers.get(context.bus) ?? [];
-    hostControllers.set(context.bus, controllers);
-    const index = controllers.length;
+  async createHost(config, context, index) {
     const vsp = new StorvspDevice({
       instanceId: controllerInstanceId(context.vmName, index),
       maxSubchannels: config.channels - 1,
@@ -356,27 +294,32 @@ export const scsiKind: DeviceKind<ScsiConfig> = {
       ringBytes: config.ring,
       log: context.log,
     });
-    const taken: number[] = config.disks.flatMap((d) => (d.lun === undefined ? [] : [d.lun]));
+    // Disks with a LUN of their own first, so the others take the lowest LUNs left.
+    const order = [...config.disks.entries()].sort(
+      ([, a], [, b]) => Number(a.lun === undefined) - Number(b.lun === undefined),
+    );
     try {
-      for (const [i, disk] of config.disks.entries()) {
-        const lun = disk.lun ?? lowestFreeLun(taken);
-        if (disk.lun === undefined) taken.push(lun);
-        let opened: { device: BlockDevice; source: string };
+      for (const [i, disk] of order) {
+        let opened: Awaited<ReturnType<typeof openDiskSource>>;
         try {
-          opened = await openConfiguredDisk(disk, context.baseDir);
+          opened = await openDiskSource(
+            { path: disk.path, memory: disk.memory, readOnly: disk.read_only, format: disk.format },
+            context.baseDir,
+          );
         } catch (error) {
           throw new Error(
             `scsi controller ${index}, disk ${i} (${disk.path ?? 'memory'}): ${(error as Error).message}`,
           );
         }
-        vsp.attachDisk(lun, opened.device, opened.source);
+        vsp.attachDisk(disk.lun, opened.device, opened.source);
       }
     } catch (error) {
       for (const d of vsp.attachedDisks()) await d.device.close().catch(() => {});
       throw error;
     }
-    controllers.push({ index, vsp });
     return {
+      index,
+      vsp,
       devices: [vsp],
       status: () => ({
         type: 'scsi',
@@ -432,7 +375,9 @@ export const scsiKind: DeviceKind<ScsiConfig> = {
             disk,
             `scsi${index} LUN ${disk.lun}: ${disk.info.vendor} ${disk.info.product}`,
           );
-          log(`storvsc: scsi${index} LUN ${disk.lun} (${human(disk.size)}) exported at ${uri}`);
+          log(
+            `storvsc: scsi${index} LUN ${disk.lun} (${formatBytes(disk.size)}) exported at ${uri}`,
+          );
         },
         onDiskRemoved: async (_controller, disk) => {
           await exports.remove(disk.lun);
@@ -470,7 +415,9 @@ export const scsiKind: DeviceKind<ScsiConfig> = {
               c.disks.length === 0
                 ? 'no disks'
                 : c.disks
-                    .map((d) => `LUN ${d.lun} ${human(d.capacity)} ${d.uri ?? '(not exported)'}`)
+                    .map(
+                      (d) => `LUN ${d.lun} ${formatBytes(d.capacity)} ${d.uri ?? '(not exported)'}`,
+                    )
                     .join(', ');
             const n = c.channels.length;
             return `scsi${c.controller} protocol ${c.version}, ${n} channel${n === 1 ? '' : 's'}: ${disks}`;

@@ -6,7 +6,14 @@ import type {
   GuestPages,
   VmbusDriver,
 } from '../device.ts';
-import type { VmbusClient } from './vmbus-client.ts';
+/** What a device needs of the bus driver that found it (VmbusClient). */
+export interface DeviceChannels {
+  readonly version: number;
+  readonly pages: GuestPages;
+  openChannel(relid: number, options: ChannelOpenOptions): Promise<GuestChannel>;
+  createGpadl(relid: number, pfns: readonly number[]): Promise<number>;
+  teardownGpadl(relid: number, handle: number): Promise<void>;
+}
 
 /** One offered device as a driver sees it. */
 export class ClientDevice implements GuestDevice {
@@ -16,7 +23,7 @@ export class ClientDevice implements GuestDevice {
   readonly subchannels: ClientDevice[] = [];
 
   constructor(
-    private readonly client: VmbusClient,
+    private readonly client: DeviceChannels,
     readonly offer: GuestOffer,
   ) {}
 

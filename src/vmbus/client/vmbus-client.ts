@@ -36,6 +36,7 @@ import {
   versionResponseMessage,
   versionString,
 } from '../protocol.ts';
+import { Queue } from '../queue.ts';
 import { RateLimitedLog } from '../rate-limited-log.ts';
 import { Ring } from '../ring.ts';
 import { ClientDevice } from './client-device.ts';
@@ -57,6 +58,7 @@ interface ChannelRecord {
   readonly offer: GuestOffer;
   device: ClientDevice | undefined;
   endpoint: ChannelEndpoint | undefined;
+  queue: Queue | undefined;
   ringGpadl: number | undefined;
   ringPfn: number;
   ringPages: number;
@@ -282,6 +284,7 @@ export class VmbusClient {
       offer,
       device: undefined,
       endpoint: undefined,
+      queue: undefined,
       ringGpadl: undefined,
       ringPfn: 0,
       ringPages: 0,
@@ -479,15 +482,14 @@ export class VmbusClient {
       },
       `relid ${relid}`,
     );
-    endpoint.onFailure = (reason) => this.log(`vmbus: channel stopped: ${reason}`);
-    endpoint.onHandlerError = (error) =>
-      this.log(`vmbus: relid ${relid}: driver dropped a packet it failed on: ${error.message}`);
+    const queue = new Queue(endpoint, { name: `relid ${relid}`, log: (m) => this.log(m) });
     record.endpoint = endpoint;
+    record.queue = queue;
     record.ringGpadl = gpadl;
     record.ringPfn = firstPfn;
     record.ringPages = total;
     record.opening = false;
-    return { offer, endpoint, close: () => this.closeChannel(relid) };
+    return { offer, queue, close: () => this.closeChannel(relid) };
   }
 
   /** vmbus_close(): CLOSECHANNEL, tear down the ring GPADL and the driver's GPADLs, free the rings. */
@@ -501,7 +503,8 @@ export class VmbusClient {
     const relid = record.offer.relid;
     const endpoint = record.endpoint;
     if (endpoint) {
-      endpoint.close();
+      record.queue?.close(`relid ${relid} closed`);
+      record.queue = undefined;
       record.endpoint = undefined;
       await this.connection.post(
         closeChannelMessage.write({

@@ -7,6 +7,7 @@
  */
 import { takeFlagBits } from '../../hv/flag-bits.ts';
 import type { HostPartition } from '../../hv/partition.ts';
+import { PAGE_SIZE } from '../../hv/protocol.ts';
 import { ChannelEndpoint } from '../channel.ts';
 import type { DeviceBus, MappedGpadl, OpenRequest, VmbusDevice } from '../device.ts';
 import {
@@ -15,11 +16,11 @@ import {
   VMBUS_MESSAGE_CONNECTION_ID_4,
   VmbusVersion,
 } from '../protocol.ts';
+import { Queue } from '../queue.ts';
 import { RateLimitedLog } from '../rate-limited-log.ts';
 import { Ring } from '../ring.ts';
 import { type ServerAction, VmbusServer } from './state.ts';
 
-const PAGE_SIZE = 4096;
 /** HvPostMessage message type the VMBus uses. */
 const VMBUS_HV_MESSAGE_TYPE = 1;
 
@@ -40,6 +41,7 @@ interface OpenChannel {
   readonly relid: number;
   readonly deviceId: number;
   readonly endpoint: ChannelEndpoint;
+  readonly queue: Queue;
   readonly request: OpenRequest;
   readonly connectionId: number;
   readonly route: InterruptRoute;
@@ -278,13 +280,9 @@ export class HostBus {
       this.execute(this.server.openCompleted(action.relid, false));
       return;
     }
-    endpoint.onFailure = (reason) => this.log(`vmbus: channel stopped: ${reason}`);
-    endpoint.onHandlerError = (error) =>
-      this.log(
-        `vmbus: relid ${action.relid}: device dropped a packet it failed on: ${error.message}`,
-      );
+    const queue = new Queue(endpoint, { name: `relid ${action.relid}`, log: (m) => this.log(m) });
     try {
-      await entry.device.open(endpoint, action.request);
+      await entry.device.open(queue, action.request);
     } catch (error) {
       this.log(`vmbus: device refused to open relid ${action.relid}: ${(error as Error).message}`);
       this.execute(this.server.openCompleted(action.relid, false));
@@ -294,6 +292,7 @@ export class HostBus {
       relid: action.relid,
       deviceId: action.deviceId,
       endpoint,
+      queue,
       request: action.request,
       connectionId: action.connectionId,
       route,
@@ -316,10 +315,10 @@ export class HostBus {
     }
     this.open.delete(relid);
     this.partition.ports.closeEventPort(channel.connectionId);
-    channel.endpoint.close();
+    channel.queue.close(`relid ${relid} closed`);
     const entry = this.devices.get(channel.deviceId);
     try {
-      await entry?.device.close(channel.endpoint, channel.request);
+      await entry?.device.close(channel.queue, channel.request);
     } catch (error) {
       this.log(`vmbus: device close of relid ${relid} failed: ${(error as Error).message}`);
     }

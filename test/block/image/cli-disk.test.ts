@@ -4,7 +4,7 @@ import { open, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { checkImage } from '../../../src/block/image/check.ts';
-import { openDisk } from '../../../src/block/image/open.ts';
+import { openImage } from '../../../src/block/image/open.ts';
 import { createVhd } from '../../../src/block/image/vhd/create.ts';
 import { createVhdx } from '../../../src/block/image/vhdx/create.ts';
 import { hvkit } from '../../cli/hvkit.ts';
@@ -159,7 +159,7 @@ test('convert and compare: formats round trip; compare exit codes and first offs
   const source = join(dir, 'source.vhdx');
   await createVhdx(source, { size: 6 * MiB, type: 'dynamic', blockSize: MiB });
   const data = randomBytes(MiB);
-  const disk = await openDisk(source);
+  const disk = await openImage(source);
   await disk.write(2 * MiB, data);
   await disk.close();
 
@@ -175,7 +175,7 @@ test('convert and compare: formats round trip; compare exit codes and first offs
   assert.equal(same.code, 0, same.stdout + same.stderr);
   assert.match(same.stdout, /Images are identical\./);
 
-  const changed = await openDisk(join(dir, 'out.vhd'));
+  const changed = await openImage(join(dir, 'out.vhd'));
   await changed.write(3 * MiB - 512, new Uint8Array(512).fill(1));
   await changed.close();
   const differ = await hvkitDisk('compare', source, join(dir, 'out.vhd'));

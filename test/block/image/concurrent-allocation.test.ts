@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { openDisk } from '../../../src/block/image/open.ts';
+import { openImage } from '../../../src/block/image/open.ts';
 import { createVhd } from '../../../src/block/image/vhd/create.ts';
 import { VhdDisk } from '../../../src/block/image/vhd/vhd-disk.ts';
 import { createVhdx } from '../../../src/block/image/vhdx/create.ts';
@@ -39,7 +39,7 @@ for (const image of images) {
     const path = join(dir, `image.${image.format}`);
     await image.create(path);
     const expected = new Uint8Array(SIZE);
-    const disk = await openDisk(path);
+    const disk = await openImage(path);
     try {
       // Bad requests reject (they do not throw synchronously), with the offset.
       await assert.rejects(disk.read(SIZE, new Uint8Array(512)), { code: 'ERANGE', offset: SIZE });

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import fc from 'fast-check';
 import { DiskIoError, ImageFormatError } from '../../../src/block/block-device.ts';
-import { openDisk } from '../../../src/block/image/open.ts';
+import { openImage } from '../../../src/block/image/open.ts';
 import { createVhd } from '../../../src/block/image/vhd/create.ts';
 import { VhdDisk } from '../../../src/block/image/vhd/vhd-disk.ts';
 import { crc32cWithZeroedField } from '../../../src/block/image/vhdx/crc32c.ts';
@@ -120,7 +120,7 @@ test('two bad headers: an error naming both', async (t) => {
   await patch(path, HEADERS[0]! + 100, new Uint8Array([1]));
   await patch(path, HEADERS[1]! + 8, new Uint8Array([0x99]));
   await assert.rejects(
-    openDisk(path),
+    openImage(path),
     rejectsWith(
       /^VHDX headers$/,
       /header 1: CRC-32C mismatch \(stored 0x\w+, computed 0x\w+\); header 2: CRC-32C mismatch/,
@@ -134,7 +134,7 @@ test('a BAT entry pointing past the end of the file', async (t) => {
   // Payload block 5: FULLY_PRESENT at 900 MiB.
   await patch(path, BAT + 5 * 8, u64le(900 * MiB + 6));
   await assert.rejects(
-    openDisk(path),
+    openImage(path),
     rejectsWith(/^VHDX BAT entry 5$/, /points past the end of the \d+-byte file/),
   );
 });
@@ -145,7 +145,7 @@ test('two BAT entries pointing at the same block', async (t) => {
   const entry1 = await readAt(path, BAT + 8, 8);
   await patch(path, BAT + 6 * 8, entry1);
   await assert.rejects(
-    openDisk(path),
+    openImage(path),
     rejectsWith(
       /^VHDX file layout$/,
       /payload block 6 at file offset \d+ overlaps payload block 1/,
@@ -158,7 +158,7 @@ test('a block size that is not a power of two', async (t) => {
   const path = await dynamicVhdx(dir);
   await patch(path, METADATA + 64 * 1024, u32le(3 * MiB));
   await assert.rejects(
-    openDisk(path),
+    openImage(path),
     rejectsWith(/^VHDX file parameters$/, /block size 3145728 is not a power of two/),
   );
 });
@@ -179,7 +179,7 @@ test('truncated VHDX files', async (t) => {
     const path = join(dir, `truncated-${size}.vhdx`);
     await copyFile(base, path);
     await truncate(path, size);
-    await assert.rejects(openDisk(path, { readOnly: true }), rejectsWith(structure, message));
+    await assert.rejects(openImage(path, { readOnly: true }), rejectsWith(structure, message));
   }
 });
 
@@ -202,7 +202,7 @@ test('VHD: a bad footer falls back to the copy; bad everything is an error', asy
     await fallback.close();
   }
   await patch(path, 70, new Uint8Array([0xff]));
-  await assert.rejects(openDisk(path), rejectsWith(/^VHD footer$/, /checksum mismatch/));
+  await assert.rejects(openImage(path), rejectsWith(/^VHD footer$/, /checksum mismatch/));
 });
 
 test('VHD: a BAT entry past the footer and a truncated fixed disk', async (t) => {
@@ -212,7 +212,7 @@ test('VHD: a BAT entry past the footer and a truncated fixed disk', async (t) =>
   const entry = new Uint8Array(4);
   new DataView(entry.buffer).setUint32(0, 0x100000, false);
   await patch(path, 1536 + 4, entry);
-  await assert.rejects(openDisk(path), rejectsWith(/^VHD BAT entry 1$/, /points past the footer/));
+  await assert.rejects(openImage(path), rejectsWith(/^VHD BAT entry 1$/, /points past the footer/));
 
   const fixed = join(dir, 'f.vhd');
   await createVhd(fixed, { size: 6 * MiB, type: 'fixed' });
@@ -220,7 +220,7 @@ test('VHD: a BAT entry past the footer and a truncated fixed disk', async (t) =>
   await truncate(fixed, 4 * MiB);
   await patch(fixed, 4 * MiB, footer);
   await assert.rejects(
-    openDisk(fixed),
+    openImage(fixed),
     rejectsWith(/^VHD footer$/, /needs a file of 6291968 bytes/),
   );
 });
@@ -259,7 +259,7 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 
 /** Opens, reads (at most 32 MiB from the start and the last MiB), maybe writes, closes. */
 async function exercise(path: string, write: boolean): Promise<void> {
-  const disk = await openDisk(path, { readOnly: !write });
+  const disk = await openImage(path, { readOnly: !write });
   try {
     const first = Math.min(disk.size, 32 * MiB);
     for (let at = 0; at < first; at += MiB) {

@@ -4,7 +4,7 @@ import { readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import type { BlockDevice } from '../../../src/block/block-device.ts';
-import { openDisk } from '../../../src/block/image/open.ts';
+import { openImage } from '../../../src/block/image/open.ts';
 import { createVhd } from '../../../src/block/image/vhd/create.ts';
 import { createVhdx } from '../../../src/block/image/vhdx/create.ts';
 import { run, tempDir } from '../../real-tools.ts';
@@ -129,7 +129,7 @@ for (const c of cases) {
     const image = join(dir, `image.${c.format}`);
     await c.create(image);
     const expected = new Uint8Array(c.size);
-    const disk = await openDisk(image, { format: c.format });
+    const disk = await openImage(image, { format: c.format });
     assert.equal(disk.size, c.size);
     try {
       // A whole-disk pattern first, so discards and zeroes have data to remove.
@@ -166,7 +166,7 @@ for (const c of cases) {
     }
 
     // And hvkit reads back the same after reopening.
-    const again = await openDisk(image, { readOnly: true });
+    const again = await openImage(image, { readOnly: true });
     try {
       const at = firstDifference(await readAll(again), expected);
       assert.equal(at, -1, `first difference at ${at}`);
@@ -180,7 +180,7 @@ test('an hvkit VHDX converted by qemu-img to raw matches what hvkit wrote', asyn
   const dir = await tempDir(t);
   const image = join(dir, 'image.vhdx');
   await createVhdx(image, { size: 8 * MiB, type: 'dynamic', blockSize: MiB });
-  const disk = await openDisk(image);
+  const disk = await openImage(image);
   const data = randomBytes(3 * MiB + 512);
   await disk.write(2 * MiB - 512, data);
   await disk.close();

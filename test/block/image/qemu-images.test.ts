@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { detectFormat, openDisk } from '../../../src/block/image/open.ts';
+import { detectFormat, openImage } from '../../../src/block/image/open.ts';
 import { tempDir } from '../../real-tools.ts';
 import { firstDifference, MiB, randomContent, readAll, writeSparse } from './content.ts';
 import { qemuImg, qemuInfo, qemuIo } from './qemu.ts';
@@ -22,7 +22,7 @@ async function expectSameAsQemu(
   await qemuImg('convert', '-f', qemuFormat, '-O', 'raw', image, expectedPath);
   const expected = new Uint8Array(await readFile(expectedPath));
   assert.equal(await detectFormat(image), format);
-  const disk = await openDisk(image, { readOnly: true });
+  const disk = await openImage(image, { readOnly: true });
   try {
     assert.equal(disk.format, format);
     assert.equal(disk.size, (await qemuInfo(image, qemuFormat))['virtual-size']);
@@ -86,7 +86,7 @@ test('a qemu VHDX with zero-state blocks, written by qemu-io, reads identically'
     image,
   );
   await expectSameAsQemu(image, 'vhdx', 'vhdx', dir);
-  const disk = await openDisk(image, { readOnly: true });
+  const disk = await openImage(image, { readOnly: true });
   try {
     const probe = new Uint8Array(4096);
     await disk.read(7 * MiB, probe);

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { DiskIoError } from '../../../src/block/block-device.ts';
 import { nativeAddonError } from '../../../src/block/image/fallocate.ts';
-import { detectFormat, openDisk } from '../../../src/block/image/open.ts';
+import { detectFormat, openImage } from '../../../src/block/image/open.ts';
 import { RawDisk } from '../../../src/block/image/raw-disk.ts';
 import { tempDir } from '../../real-tools.ts';
 
@@ -107,12 +107,12 @@ test('the identifier is stable for a path and differs between files', async (t) 
   assert.notDeepEqual(a1.identifier, b.identifier);
 });
 
-test('openDisk detects raw and opens it', async (t) => {
+test('openImage detects raw and opens it', async (t) => {
   const dir = await tempDir(t);
   const path = join(dir, 'plain.img');
   await writeFile(path, Buffer.alloc(MiB, 1));
   assert.equal(await detectFormat(path), 'raw');
-  const disk = await openDisk(path, { readOnly: true });
+  const disk = await openImage(path, { readOnly: true });
   t.after(() => disk.close());
   assert.equal(disk.format, 'raw');
   assert.equal(disk.readOnly, true);

@@ -35,6 +35,7 @@ import { VssService } from '../../../src/devices/ic/vss/vsc.ts';
 import { VssVsp } from '../../../src/devices/ic/vss/vsp.ts';
 import { ChannelEndpoint } from '../../../src/vmbus/channel.ts';
 import type { GuestDevice, GuestOffer } from '../../../src/vmbus/device.ts';
+import { Queue } from '../../../src/vmbus/queue.ts';
 import { Ring } from '../../../src/vmbus/ring.ts';
 import { PacketType } from '../../../src/vmbus/ring-protocol.ts';
 import { until } from '../../vmbus/harness.ts';
@@ -71,7 +72,10 @@ function fakeDevice(endpoint: ChannelEndpoint, classId: string): GuestDevice {
   return {
     offer,
     version: 0x50003,
-    open: async () => ({ offer, endpoint, close: async () => endpoint.close() }),
+    open: async () => {
+      const queue = new Queue(endpoint, { name: 'guest', log: () => {} });
+      return { offer, queue, close: async () => queue.close() };
+    },
     onSubchannel: () => {},
     createGpadl: () => Promise.reject(new Error('not used')),
     teardownGpadl: () => Promise.reject(new Error('not used')),
@@ -343,7 +347,8 @@ describe('hostile answers to the IC host services', () => {
             else guest.sendInband(bytes, transLo, 0, false);
             return true;
           };
-          vsp.open(host);
+          const hostQueue = new Queue(host, { name: 'host', log: () => {} });
+          vsp.open(hostQueue);
           try {
             await until(() => vsp.state !== 'negotiating', 2000, 'negotiation settled');
             if (vsp.state === 'ready') {
@@ -357,7 +362,7 @@ describe('hostile answers to the IC host services', () => {
               }
             }
           } finally {
-            vsp.close(host);
+            vsp.close(hostQueue);
             (vsp as { dispose?: () => void }).dispose?.();
           }
           const s = vsp.stats;

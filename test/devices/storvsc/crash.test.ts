@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { copyFile, open, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { openDisk } from '../../../src/block/image/open.ts';
+import { openImage } from '../../../src/block/image/open.ts';
 import { connectNbd } from '../../../src/nbd/client/client.ts';
 import { requireTools, run, runOk, tempDir } from '../../real-tools.ts';
 import { bootVm, guestController } from './running-vm.ts';
@@ -71,7 +71,7 @@ describe('data safety across a killed VM', () => {
     assert.equal(repaired.code, 0, `qemu-img check -r all: ${repaired.stdout}${repaired.stderr}`);
     assert.match(repaired.stdout, /No errors were found/);
     // Reopened (as the next boot would), the log is replayed and the image is clean.
-    const reopened = await openDisk(vhdx);
+    const reopened = await openImage(vhdx);
     const head = new Uint8Array(4096);
     await reopened.read(5 * MiB, head);
     assert.deepEqual(head, new Uint8Array(a.subarray(0, 4096)));

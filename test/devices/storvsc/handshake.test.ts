@@ -39,9 +39,9 @@ describe('storvsc/storvsp handshake', () => {
           ['CreateSubChannels', NtStatus.Success],
         ]);
         // Multi-channel from 5.1 on: the sub-channel was offered and opened.
-        assert.equal(c.channels.length, 2);
+        assert.equal(c.channels.size, 2);
         assert.deepEqual(
-          c.channels.map((ch) => ch.index),
+          c.channels.list().map((ch) => ch.index),
           [0, 1],
         );
         assert.equal(rig.vsp.channelCounters().length, 2);
@@ -100,12 +100,12 @@ describe('storvsc/storvsp handshake', () => {
       assert.equal(c.version, Win7);
       assert.equal(c.packetSize, 48);
       // No multi-channel before 5.1: no CREATE_SUB_CHANNELS, one channel.
-      assert.equal(c.channels.length, 1);
+      assert.equal(c.channels.size, 1);
       assert.ok(
         !hostLog(rig).some(([op]) => op === 'CreateSubChannels'),
         'no sub-channels asked for',
       );
-      const primary = c.channels[0]!.channel.endpoint;
+      const primary = c.channels.list()[0]!.channel.queue;
       // Every packet the guest sent was 48 bytes of payload (16-byte descriptor + 48 [+ page list]).
       const before = primary.stats.bytesSent;
       const sent = primary.stats.packetsSent;
@@ -140,8 +140,8 @@ describe('storvsc/storvsp handshake', () => {
     try {
       const c = rig.controller!;
       assert.equal(c.hostSubchannels, 3);
-      assert.equal(c.channels.length, 3, 'the guest asked for 2 of the 3 it could have');
-      const primary = c.channels[0]!;
+      assert.equal(c.channels.size, 3, 'the guest asked for 2 of the 3 it could have');
+      const primary = c.channels.list()[0]!;
       const again = await primary.control(VstorOperation.BeginInitialization, () => {}, 2000);
       assert.equal(new DataView(again.buffer).getUint32(8, true), NtStatus.InvalidDeviceState);
       const tooMany = await primary.control(
@@ -155,7 +155,7 @@ describe('storvsc/storvsp handshake', () => {
       const reset = await primary.control(VstorOperation.ResetBus, () => {}, 2000);
       assert.equal(new DataView(reset.buffer).getUint32(8, true), NtStatus.Success);
       // A sub-channel may not run the handshake.
-      const sub = c.channels[1]!;
+      const sub = c.channels.list()[1]!;
       const onSub = await sub.control(VstorOperation.QueryProperties, () => {}, 2000);
       assert.equal(new DataView(onSub.buffer).getUint32(8, true), NtStatus.InvalidDeviceState);
     } finally {

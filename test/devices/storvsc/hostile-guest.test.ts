@@ -191,7 +191,7 @@ describe('storvsp against a hostile guest', () => {
         vsp.attachDisk(0, new MemoryDisk(1024 * 1024), 'memory');
         vsp.attachDisk(1, other, 'memory');
         const pair = endpointPair(64 * 1024);
-        vsp.open(pair.host, {
+        vsp.open(pair.hostQueue, {
           relid: 1,
           subchannelIndex: 0,
           targetVp: 0,
@@ -260,9 +260,9 @@ describe('storvsp against a hostile guest', () => {
         assert.equal(pair.host.state, 'open');
         assert.equal(guard.length, MEMORY);
         // The other disk still works: a fresh channel, a clean handshake, a write and a read.
-        vsp.close(pair.host);
+        vsp.close(pair.hostQueue);
         const fresh = endpointPair(64 * 1024);
-        vsp.open(fresh.host, {
+        vsp.open(fresh.hostQueue, {
           relid: 1,
           subchannelIndex: 0,
           targetVp: 0,
@@ -322,7 +322,7 @@ describe('storvsp against a hostile guest', () => {
     vsp.attach(fakeDeviceBus(mem.memory));
     vsp.attachDisk(0, new MemoryDisk(1024 * 1024), 'memory');
     const pair = endpointPair(64 * 1024);
-    vsp.open(pair.host, {
+    vsp.open(pair.hostQueue, {
       relid: 1,
       subchannelIndex: 0,
       targetVp: 0,

@@ -93,7 +93,7 @@ describe('storvsc against a hostile host', () => {
           disk1.data.fill(0x22);
           vsp.attachDisk(0, disk0, 'memory');
           vsp.attachDisk(1, disk1, 'memory');
-          vsp.open(pair.host, {
+          vsp.open(pair.hostQueue, {
             relid: 7,
             subchannelIndex: 0,
             targetVp: 0,

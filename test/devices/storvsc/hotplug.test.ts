@@ -42,7 +42,7 @@ describe('hot add and hot remove on a running VM', () => {
     await numberedImage(image, 64 * MiB);
     const attach = await hvkit(['disk', 'attach', image, '--socket', vm.control, '--lun', '1']);
     assert.equal(attach.code, 0, attach.stderr);
-    assert.match(attach.stdout, /attached .*hot\.raw to scsi0 LUN 1 \(64\.0M raw\)/);
+    assert.match(attach.stdout, /attached .*hot\.raw to scsi0 LUN 1 \(64 MiB raw\)/);
     const uri = /guest export: (\S+)/.exec(attach.stdout)?.[1];
     assert.ok(uri, attach.stdout);
     const reader = await connectNbd(uri, { readOnly: true });
@@ -83,7 +83,7 @@ describe('hot add and hot remove on a running VM', () => {
     // Mistakes get clear errors and change nothing.
     const taken = await hvkit(['disk', 'attach', image, '--socket', vm.control, '--lun', '0']);
     assert.equal(taken.code, 1);
-    assert.match(taken.stderr, /LUN 0 of controller 0 already holds a disk/);
+    assert.match(taken.stderr, /controller 0: LUN 0 already holds a disk \(memory\)/);
     const missing = await hvkit(['disk', 'attach', join(dir, 'nope.raw'), '--socket', vm.control]);
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /no such file/);

@@ -251,7 +251,7 @@ describe('packet bytes on the wire', () => {
     const vsp = new StorvspDevice({ maxSubchannels: 1 });
     vsp.attach(fakeDeviceBus(mem.memory));
     vsp.attachDisk(0, new MemoryDisk(1024 * 1024), 'memory');
-    vsp.open(pair.host, {
+    vsp.open(pair.hostQueue, {
       relid: 1,
       subchannelIndex: 0,
       targetVp: 0,

@@ -94,16 +94,16 @@ describe('a VM with a VHDX and a raw disk on one SCSI controller', () => {
     const text = await hvkit(['status', '--socket', vm.control]);
     assert.match(
       text.stdout,
-      /host scsi0: protocol 6\.2, LUN 0 64\.0M vhdx .*disk0\.vhdx, LUN 1 32\.0M raw .*data\.raw/,
+      /host scsi0: protocol 6\.2, LUN 0 64 MiB vhdx .*disk0\.vhdx, LUN 1 32 MiB raw .*data\.raw/,
     );
     assert.match(
       text.stdout,
-      /guest storvsc: scsi0 protocol 6\.2, 2 channels: LUN 0 64\.0M nbd\+unix/,
+      /guest storvsc: scsi0 protocol 6\.2, 2 channels: LUN 0 64 MiB nbd\+unix/,
     );
-    assert.match(text.stdout, /host scsi1: protocol 6\.2, LUN 3 8\.0M memory/);
+    assert.match(text.stdout, /host scsi1: protocol 6\.2, LUN 3 8 MiB memory/);
     assert.match(
       text.stdout,
-      /scsi1 protocol 6\.2, 1 channel: LUN 3 8\.0M nbd:\/\/127\.0\.0\.1:\d+/,
+      /scsi1 protocol 6\.2, 1 channel: LUN 3 8 MiB nbd:\/\/127\.0\.0\.1:\d+/,
     );
 
     // 2. fio random writes of 4 KiB..1 MiB with crc32c verification, over both channels.

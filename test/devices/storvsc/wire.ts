@@ -16,11 +16,21 @@ import type {
   GuestOffer,
   GuestPages,
 } from '../../../src/vmbus/device.ts';
+import { Queue } from '../../../src/vmbus/queue.ts';
 import { Ring } from '../../../src/vmbus/ring.ts';
 
+/**
+ * Two raw endpoints for the side the test plays, and a queue over each for
+ * the device under test (made on first use: a queue takes over its
+ * endpoint's packet handler).
+ */
 export interface EndpointPair {
   readonly guest: ChannelEndpoint;
   readonly host: ChannelEndpoint;
+  readonly hostQueue: Queue;
+  readonly guestQueue: Queue;
+  /** What the queues logged. */
+  readonly log: string[];
 }
 
 /** Two endpoints joined by two rings; each signal drains the other side in a microtask. */
@@ -29,7 +39,20 @@ export function endpointPair(ringBytes = 128 * 1024 + 4096): EndpointPair {
   const toGuest = Ring.fromBytes(new Uint8Array(new SharedArrayBuffer(ringBytes)));
   toHost.initialize();
   toGuest.initialize();
-  const pair = {} as { guest: ChannelEndpoint; host: ChannelEndpoint };
+  const log: string[] = [];
+  let hostQueue: Queue | undefined;
+  let guestQueue: Queue | undefined;
+  const pair = {
+    log,
+    get hostQueue(): Queue {
+      hostQueue ??= new Queue(pair.host, { name: 'host', log: (m) => log.push(m) });
+      return hostQueue;
+    },
+    get guestQueue(): Queue {
+      guestQueue ??= new Queue(pair.guest, { name: 'guest', log: (m) => log.push(m) });
+      return guestQueue;
+    },
+  } as EndpointPair & { guest: ChannelEndpoint; host: ChannelEndpoint };
   pair.guest = new ChannelEndpoint(
     toHost,
     toGuest,
@@ -118,10 +141,10 @@ export function fakeGuestDevice(
       device.opened++;
       return {
         offer: device.offer,
-        endpoint: pair.guest,
+        queue: pair.guestQueue,
         close: async () => {
           device.closed++;
-          pair.guest.close();
+          pair.guestQueue.close();
         },
       };
     },

@@ -2,13 +2,13 @@
 import { workerData } from 'node:worker_threads';
 import { EchoVsp } from '../../../src/devices/echo/vsp.ts';
 import { HostPartition, type PartitionHandles } from '../../../src/hv/partition.ts';
-import type { ChannelEndpoint } from '../../../src/vmbus/channel.ts';
 import type {
   DeviceBus,
   MappedGpadl,
   OfferParameters,
   VmbusDevice,
 } from '../../../src/vmbus/device.ts';
+import type { Queue } from '../../../src/vmbus/queue.ts';
 import { HostBus } from '../../../src/vmbus/server/host-bus.ts';
 import { serve } from './rpc.ts';
 
@@ -28,8 +28,8 @@ class MappingVsp implements VmbusDevice {
   attach(b: DeviceBus): void {
     this.bus = b;
   }
-  open(channel: ChannelEndpoint): void {
-    channel.onPacket = () => true;
+  open(channel: Queue): void {
+    channel.onPacket = () => {};
   }
   close(): void {}
 }

@@ -38,8 +38,6 @@ export class HeartbeatVsp extends IcVsp {
   /** Health changes with their time and the heartbeats sent by then, newest last (bounded). */
   readonly history: { at: number; health: HeartbeatHealth; sent: number }[] = [];
   private sequence = 0n;
-  private readonly outstanding = new Map<number, bigint>();
-  private latest = 0;
   private latestAnswered = true;
   private timer: ReturnType<typeof setInterval> | undefined;
 
@@ -81,7 +79,6 @@ export class HeartbeatVsp extends IcVsp {
 
   protected override closed(): void {
     this.stopTimer();
-    this.outstanding.clear();
     this.setHealth('waiting');
   }
 
@@ -115,23 +112,15 @@ export class HeartbeatVsp extends IcVsp {
     });
     this.latestAnswered = false;
     this.sent++;
-    this.post(message, (transLo) => {
-      this.latest = transLo;
-      this.outstanding.set(transLo, seq);
-      if (this.outstanding.size > 64) {
-        const oldest = this.outstanding.keys().next().value;
-        if (oldest !== undefined) this.outstanding.delete(oldest);
-      }
-    }).catch((error: Error) => this.log(`heartbeat: ${error.message}`));
+    this.post(message, seq).catch((error: Error) => this.log(`heartbeat: ${error.message}`));
   }
 
-  protected override postedAnswer(reply: IcReply, transLo: number): void {
-    const sent = this.outstanding.get(transLo);
-    if (sent === undefined || reply.body.length < 8) {
+  /** The answer to heartbeat `sent` (the sequence number it carried). */
+  protected override postedAnswer(reply: IcReply, sent: unknown): void {
+    if (typeof sent !== 'bigint' || reply.body.length < 8) {
       this.wrongSequence++;
       return;
     }
-    this.outstanding.delete(transLo);
     const view = new DataView(reply.body.buffer, reply.body.byteOffset, reply.body.byteLength);
     const answer = view.getBigUint64(0, true);
     if (answer !== ((sent + 1n) & 0xffff_ffff_ffff_ffffn)) {
@@ -149,7 +138,7 @@ export class HeartbeatVsp extends IcVsp {
     this.answered++;
     this.lastAnswerAt = Date.now();
     this.sentAtLastAnswer = this.sent;
-    if (transLo === this.latest) this.latestAnswered = true;
+    if (sent === this.sequence) this.latestAnswered = true;
     this.missed = 0;
     this.setHealth('healthy');
   }

@@ -10,15 +10,14 @@
  * so a large request is not starved by small ones).
  */
 
-import type { GuestPages } from '../../../vmbus/device.ts';
-import type { GpaRangeSpec } from '../../../vmbus/packet.ts';
+import { type GuestPages, PAGE_SIZE } from '../../../vmbus/device.ts';
+import type { GpaRange } from '../../../vmbus/queue.ts';
 
-const PAGE_SIZE = 4096;
 export const CHUNK_PAGES = 16;
 export const CHUNK_BYTES = CHUNK_PAGES * PAGE_SIZE;
 
 /** A buffer of `length` bytes over whole chunks, starting at a page boundary. */
-export class GuestBuffer implements GpaRangeSpec {
+export class GuestBuffer implements GpaRange {
   byteCount = 0;
   readonly byteOffset = 0;
   /** PFNs of the pages in use, in order (a view sized to the buffer). */

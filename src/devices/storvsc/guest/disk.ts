@@ -19,12 +19,12 @@ import {
   type WriteZeroesOptions,
 } from '../../../block/block-device.ts';
 import { sliceVectors, totalLength } from '../../../block/vectors.ts';
-import { ScsiOp } from '../../../scsi/codes.ts';
+import { type DataDirection, ScsiOp } from '../../../scsi/codes.ts';
 import * as cdbs from '../../../scsi/initiator/cdb-builders.ts';
 import type { GuestBuffer, GuestBufferPool } from './buffers.ts';
 import { withRetries } from './retry.ts';
 import { diskIoErrorFor } from './scsi-errors.ts';
-import type { SrbCommand, SrbDirection, SrbResult } from './storvsc-channel.ts';
+import type { SrbCommand, SrbResult } from './storvsc-channel.ts';
 
 /** What a guest disk needs from its controller. */
 export interface ScsiTransport {
@@ -118,7 +118,7 @@ export class GuestScsiDisk implements BlockDevice {
   private async run(
     what: string,
     cdb: Uint8Array,
-    direction: SrbDirection,
+    direction: DataDirection,
     buffer: GuestBuffer | undefined,
     offset: number,
   ): Promise<SrbResult> {

@@ -11,9 +11,9 @@
  * ENUMERATE_BUS and REMOVE_DEVICE mean anything (a rescan); a COMPLETE_IO
  * or FCHBA_DATA with id 0 is refused, as Linux refuses it.
  */
+import { type DataDirection, ScsiStatus } from '../../../scsi/codes.ts';
 import type { GuestChannel } from '../../../vmbus/device.ts';
-import type { PacketView } from '../../../vmbus/packet.ts';
-import { Requestor } from '../../../vmbus/requestor.ts';
+import type { IncomingPacket, RequestTable } from '../../../vmbus/queue.ts';
 import {
   Offsets,
   PRE_WIN8_SENSE_BUFFER_SIZE,
@@ -39,14 +39,10 @@ import type { GuestBuffer } from './buffers.ts';
 /** Requests one channel keeps in flight (Linux's default for a 128 KiB ring). */
 export const STORVSC_MAX_OUTSTANDING_PER_CHANNEL = 352;
 
-const CHECK_CONDITION = 0x02;
-
-export type SrbDirection = 'in' | 'out' | 'none';
-
 export interface SrbCommand {
   readonly lun: number;
   readonly cdb: Uint8Array;
-  readonly direction: SrbDirection;
+  readonly direction: DataDirection;
   /** The data buffer (its length is the transfer length); none for no data. */
   readonly buffer?: GuestBuffer;
 }
@@ -67,6 +63,7 @@ export class StorvscError extends Error {
 }
 
 interface Pending {
+  readonly kind: 'srb';
   readonly packet: Uint8Array;
   readonly view: DataView;
   /** The bytes to send (the packet, or its first 48 bytes before Windows 8). */
@@ -91,8 +88,17 @@ export interface ChannelCounters {
   badPackets: number;
   inFlight: number;
   maxInFlight: number;
-  /** Sends that found the ring full and waited. */
+  /** Requests that found the ring full and waited in the queue's backlog. */
   ringFull: number;
+}
+
+/** A handshake request: it goes out with the fixed id VMBUS_RQST_INIT. */
+interface ControlRequest {
+  readonly kind: 'control';
+  readonly operation: VstorOperation;
+  readonly timeoutMs: number;
+  readonly resolve: (reply: Uint8Array) => void;
+  readonly reject: (error: Error) => void;
 }
 
 /** What a channel needs from its controller. */
@@ -106,24 +112,17 @@ export interface ChannelOwner {
 }
 
 export class StorvscChannel {
-  readonly counters: ChannelCounters;
-  private readonly requests = new Requestor<Pending>(STORVSC_MAX_OUTSTANDING_PER_CHANNEL);
+  private readonly counts: Omit<ChannelCounters, 'ringFull' | 'inFlight'>;
+  private readonly requests: RequestTable<Pending | ControlRequest>;
   private readonly spare: Pending[] = [];
-  private init:
-    | { resolve: (reply: Uint8Array) => void; reject: (error: Error) => void }
-    | undefined;
   private failure: string | undefined;
-  /** Requests waiting to be written to the ring (sent together, see flushOutbox). */
-  private readonly outbox: Pending[] = [];
-  private flushScheduled = false;
-  private waitingForRoom = false;
 
   constructor(
     readonly channel: GuestChannel,
     readonly index: number,
     private readonly owner: ChannelOwner,
   ) {
-    this.counters = {
+    this.counts = {
       index,
       requests: 0,
       completions: 0,
@@ -131,11 +130,39 @@ export class StorvscChannel {
       bytesWritten: 0,
       errors: 0,
       badPackets: 0,
-      inFlight: 0,
       maxInFlight: 0,
-      ringFull: 0,
     };
-    channel.endpoint.onPacket = (packet) => this.receive(packet);
+    const queue = channel.queue;
+    // Every request of one turn goes out in one batch: one publish, at most one signal.
+    queue.configure({ batching: 'turn' });
+    this.requests = queue.trackRequests<Pending | ControlRequest>({
+      capacity: STORVSC_MAX_OUTSTANDING_PER_CHANNEL,
+      // Linux's storvsc takes any packet with a request's id as its completion.
+      match: 'any-type',
+      onCompletion: (request, packet) =>
+        request.kind === 'control'
+          ? this.controlAnswer(request, packet)
+          : this.completion(request, packet),
+      onTimeout: (request) => {
+        if (request.kind !== 'control') return;
+        request.reject(
+          new StorvscError(
+            `the host did not answer ${VstorOperation[request.operation]} within ${request.timeoutMs / 1000}s`,
+          ),
+        );
+      },
+      onAbandon: (request, reason) => this.abandon(request, new StorvscError(reason)),
+    });
+    queue.onPacket = (packet) => this.unsolicited(packet);
+  }
+
+  get counters(): ChannelCounters {
+    return {
+      ...this.counts,
+      badPackets: this.counts.badPackets + this.channel.queue.stats.unknownCompletions,
+      inFlight: this.requests.inFlight,
+      ringFull: this.channel.queue.stats.backlogged,
+    };
   }
 
   get inFlight(): number {
@@ -143,16 +170,16 @@ export class StorvscChannel {
   }
 
   get hasRoom(): boolean {
-    return this.failure === undefined && this.requests.inFlight < this.requests.capacity;
+    return this.failure === undefined && this.requests.hasRoom;
   }
 
   get usable(): boolean {
-    return this.failure === undefined && this.channel.endpoint.state === 'open';
+    return this.failure === undefined && this.channel.queue.open;
   }
 
-  /** Unknown or repeated transaction ids the requestor refused. */
+  /** Unknown or repeated transaction ids the queue refused. */
   get unknownCompletions(): number {
-    return this.requests.unknownCompletions;
+    return this.channel.queue.stats.unknownCompletions;
   }
 
   // --- handshake -------------------------------------------------------------
@@ -166,36 +193,38 @@ export class StorvscChannel {
     fill: (view: DataView) => void,
     timeoutMs: number,
   ): Promise<Uint8Array> {
-    if (this.init) return Promise.reject(new StorvscError('a control request is already pending'));
+    if (this.failure) return Promise.reject(new StorvscError(this.failure));
     const packet = new Uint8Array(this.owner.packetSize);
     const view = new DataView(packet.buffer);
     view.setUint32(Offsets.operation, operation, true);
     view.setUint32(Offsets.flags, REQUEST_COMPLETION_FLAG, true);
     fill(view);
     return new Promise<Uint8Array>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.init = undefined;
-        reject(
-          new StorvscError(
-            `the host did not answer ${VstorOperation[operation]} within ${timeoutMs / 1000}s`,
-          ),
-        );
-      }, timeoutMs);
-      this.init = {
-        resolve: (reply) => {
-          clearTimeout(timer);
-          resolve(reply);
-        },
-        reject: (error) => {
-          clearTimeout(timer);
-          reject(error);
-        },
-      };
-      void this.sendRaw(packet, undefined, VMBUS_RQST_INIT.lo, VMBUS_RQST_INIT.hi).then((error) => {
-        if (error) this.init?.reject(error);
-        if (error) this.init = undefined;
-      });
+      const request: ControlRequest = { kind: 'control', operation, timeoutMs, resolve, reject };
+      const { lo, hi } = VMBUS_RQST_INIT;
+      if (!this.requests.allocateFixed(lo, hi, request, timeoutMs)) {
+        reject(new StorvscError('a control request is already pending'));
+        return;
+      }
+      if (this.channel.queue.sendInband(packet, lo, hi, true) === 'closed') {
+        this.requests.cancel(lo, hi);
+        reject(new StorvscError(this.closedReason()));
+      }
     });
+  }
+
+  private controlAnswer(request: ControlRequest, packet: IncomingPacket): void {
+    const length = packet.payloadLength;
+    if (length < this.owner.packetSize) {
+      this.counts.badPackets++;
+      request.reject(
+        new StorvscError(
+          `the host answered ${VstorOperation[request.operation]} with ${length} bytes, less than the ${this.owner.packetSize}-byte packet`,
+        ),
+      );
+      return;
+    }
+    request.resolve(packet.payload().slice(0, Math.min(length, VSTOR_PACKET_SIZE)));
   }
 
   // --- I/O ---------------------------------------------------------------------
@@ -252,177 +281,64 @@ export class StorvscChannel {
       v.setUint32(Offsets.srbFlags, flags, true);
       v.setUint32(Offsets.timeOutValue, STORVSC_SRB_TIME_OUT_VALUE, true);
     }
-    this.counters.requests++;
+    this.counts.requests++;
     const inFlight = this.requests.inFlight;
-    this.counters.inFlight = inFlight;
-    if (inFlight > this.counters.maxInFlight) this.counters.maxInFlight = inFlight;
+    if (inFlight > this.counts.maxInFlight) this.counts.maxInFlight = inFlight;
     const promise = new Promise<SrbResult>((resolve, reject) => {
       pending.resolve = resolve;
       pending.reject = reject;
     });
     pending.id = id;
-    pending.bytes = size === VSTOR_PACKET_SIZE ? p : p.subarray(0, size);
-    pending.ranges[0] = length > 0 ? command.buffer : undefined;
-    this.outbox.push(pending);
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(this.flushOutbox);
+    const bytes = size === VSTOR_PACKET_SIZE ? p : p.subarray(0, size);
+    const queue = this.channel.queue;
+    const buffer = length > 0 ? command.buffer : undefined;
+    if (buffer) pending.ranges[0] = buffer;
+    const status = buffer
+      ? queue.sendGpaDirect(pending.ranges as GuestBuffer[], bytes, id, 0, true)
+      : queue.sendInband(bytes, id, 0, true);
+    if (status === 'closed') {
+      this.requests.cancel(id);
+      this.finish(pending);
+      pending.reject(new StorvscError(this.closedReason()));
     }
     return promise;
   }
 
-  /**
-   * Sends what execute() queued, all in one batch: the ring's write index is
-   * published once and the host signalled at most once for every request
-   * started in this turn of the event loop. When the ring is full the rest
-   * waits for the host to free room.
-   */
-  private readonly flushOutbox = (): void => {
-    this.flushScheduled = false;
-    if (this.waitingForRoom) return;
-    const endpoint = this.channel.endpoint;
-    let full: Pending | undefined;
-    endpoint.batch(() => {
-      while (this.outbox.length > 0) {
-        const pending = this.outbox[0]!;
-        const buffer = pending.ranges[0];
-        const result = this.failure
-          ? 'corrupt'
-          : buffer
-            ? endpoint.sendGpaDirect(
-                pending.ranges as GuestBuffer[],
-                pending.bytes,
-                pending.id,
-                0,
-                true,
-              )
-            : endpoint.sendInband(pending.bytes, pending.id, 0, true);
-        if (result === 'full') {
-          full = pending;
-          return;
-        }
-        this.outbox.shift();
-        if (result === 'corrupt') {
-          this.unsent(
-            pending,
-            new StorvscError(
-              this.failure ?? `channel ${this.index} is ${endpoint.state}: ${endpoint.error}`,
-            ),
-          );
-        }
-      }
-    });
-    if (!full) return;
-    this.counters.ringFull++;
-    const head: Pending = full;
-    const buffer = head.ranges[0];
-    const packetBytes = buffer
-      ? 24 + 8 + 8 * buffer.pfns.length + ((head.bytes.length + 7) & ~7)
-      : 16 + ((head.bytes.length + 7) & ~7);
-    this.waitingForRoom = true;
-    void endpoint.waitForSpace(packetBytes).then((ok) => {
-      this.waitingForRoom = false;
-      if (!ok) {
-        const error = new StorvscError(`channel ${this.index} closed while waiting for ring space`);
-        for (const p of this.outbox.splice(0)) this.unsent(p, error);
-        return;
-      }
-      this.flushOutbox();
-    });
-  };
-
-  /** A request that never reached the ring: its slot comes back and it fails. */
-  private unsent(pending: Pending, error: Error): void {
-    const reject = pending.reject;
-    // Unless a hostile host already "completed" the id (the slot may belong to another request now).
-    if (this.requests.get(pending.id) === pending) {
-      this.requests.complete(pending.id, 0);
-      this.finish(pending);
-    }
-    reject(error);
+  private closedReason(): string {
+    const queue = this.channel.queue;
+    return this.failure ?? `channel ${this.index} is ${queue.state}: ${queue.error}`;
   }
 
-  /** Sends, waiting for ring space as needed; resolves with an error, or undefined when sent. */
-  private async sendRaw(
-    bytes: Uint8Array,
-    buffer: GuestBuffer | undefined,
-    lo: number,
-    hi: number,
-  ): Promise<StorvscError | undefined> {
-    const endpoint = this.channel.endpoint;
-    for (;;) {
-      if (this.failure) return new StorvscError(this.failure);
-      const result = buffer
-        ? endpoint.sendGpaDirect([buffer], bytes, lo, hi, true)
-        : endpoint.sendInband(bytes, lo, hi, true);
-      if (result === 'ok') return undefined;
-      if (result === 'corrupt') {
-        return new StorvscError(`channel ${this.index} is ${endpoint.state}: ${endpoint.error}`);
-      }
-      this.counters.ringFull++;
-      const packetBytes = buffer
-        ? 24 + 8 + 8 * buffer.pfns.length + ((bytes.length + 7) & ~7)
-        : 16 + ((bytes.length + 7) & ~7);
-      if (!(await endpoint.waitForSpace(packetBytes))) {
-        return new StorvscError(`channel ${this.index} closed while waiting for ring space`);
-      }
+  /** Transaction id 0: only ENUMERATE_BUS and REMOVE_DEVICE mean anything (a rescan). */
+  private unsolicited(packet: IncomingPacket): void {
+    if (packet.payloadLength < 4) {
+      this.counts.badPackets++;
+      this.channel.queue.drop(`an unsolicited packet of ${packet.payloadLength} bytes`);
+      return;
     }
+    const operation = packet.view.getUint32(packet.payloadOffset + Offsets.operation, true);
+    if (operation === VstorOperation.EnumerateBus || operation === VstorOperation.RemoveDevice) {
+      this.owner.rescanRequested();
+      return;
+    }
+    // COMPLETE_IO / FCHBA_DATA without an id name nothing; others are ignored.
+    this.counts.badPackets++;
+    this.channel.queue.drop(`an unsolicited operation ${operation}`);
   }
 
-  private receive(packet: PacketView): boolean {
-    try {
-      this.completion(packet);
-    } catch {
-      this.counters.badPackets++;
-    }
-    return true;
-  }
-
-  private completion(packet: PacketView): void {
-    const lo = packet.transLo;
-    const hi = packet.transHi;
+  private completion(pending: Pending, packet: IncomingPacket): void {
     const length = packet.payloadLength;
     const base = packet.payloadOffset;
     const dv = packet.view;
-    if (lo === 0 && hi === 0) {
-      // Unsolicited: only the operation code needs to be there.
-      if (length < 4) {
-        this.counters.badPackets++;
-        return;
-      }
-      const operation = dv.getUint32(base + Offsets.operation, true);
-      if (operation === VstorOperation.EnumerateBus || operation === VstorOperation.RemoveDevice) {
-        this.owner.rescanRequested();
-      } else {
-        // COMPLETE_IO / FCHBA_DATA without an id name nothing; others are ignored.
-        this.counters.badPackets++;
-      }
-      return;
-    }
     const minimum = this.owner.packetSize;
-    if (lo === VMBUS_RQST_INIT.lo && hi === VMBUS_RQST_INIT.hi) {
-      const init = this.init;
-      if (!init || length < minimum) {
-        this.counters.badPackets++;
-        return;
-      }
-      this.init = undefined;
-      init.resolve(packet.payload().slice(0, Math.min(length, VSTOR_PACKET_SIZE)));
-      return;
-    }
-    const pending = this.requests.complete(lo, hi);
-    if (!pending) {
-      this.counters.badPackets++;
-      return;
-    }
     const { resolve, reject } = pending;
     const requested = pending.length;
     const room = pending.view.getUint8(Offsets.senseInfoLength);
     const direction = pending.view.getUint8(Offsets.dataIn);
     this.finish(pending);
-    this.counters.completions++;
+    this.counts.completions++;
     if (length < minimum) {
-      this.counters.badPackets++;
+      this.counts.badPackets++;
       reject(
         new StorvscError(
           `host completion of ${length} bytes is shorter than the ${minimum}-byte packet`,
@@ -432,7 +348,7 @@ export class StorvscChannel {
     }
     const operation = dv.getUint32(base + Offsets.operation, true);
     if (operation !== VstorOperation.CompleteIo) {
-      this.counters.badPackets++;
+      this.counts.badPackets++;
       reject(
         new StorvscError(`host answered a request with operation ${operation}, not COMPLETE_IO`),
       );
@@ -445,7 +361,7 @@ export class StorvscChannel {
     let transferred = ok ? dv.getUint32(base + Offsets.dataTransferLength, true) : 0;
     if (transferred > requested) transferred = requested;
     let sense: Uint8Array = EMPTY;
-    if (scsiStatus === CHECK_CONDITION && srbStatus & SRB_STATUS_AUTOSENSE_VALID) {
+    if (scsiStatus === ScsiStatus.CHECK_CONDITION && srbStatus & SRB_STATUS_AUTOSENSE_VALID) {
       const n = Math.min(
         dv.getUint8(base + Offsets.senseInfoLength),
         room,
@@ -454,9 +370,9 @@ export class StorvscChannel {
       if (n > 0)
         sense = packet.buffer.slice(base + Offsets.senseData, base + Offsets.senseData + n);
     }
-    if (!ok) this.counters.errors++;
-    if (direction === StorvscDataDirection.Read) this.counters.bytesRead += transferred;
-    else if (direction === StorvscDataDirection.Write) this.counters.bytesWritten += transferred;
+    if (!ok) this.counts.errors++;
+    if (direction === StorvscDataDirection.Read) this.counts.bytesRead += transferred;
+    else if (direction === StorvscDataDirection.Write) this.counts.bytesWritten += transferred;
     resolve({
       srbStatus,
       scsiStatus,
@@ -466,28 +382,23 @@ export class StorvscChannel {
     });
   }
 
-  /** Returns a finished request's slot and context. */
+  /** Returns a finished request's context to the spares and wakes a waiting submitter. */
   private finish(pending: Pending): void {
-    this.counters.inFlight = this.requests.inFlight;
+    pending.ranges[0] = undefined;
     this.spare.push(pending);
     this.owner.slotFreed();
+  }
+
+  private abandon(request: Pending | ControlRequest, error: Error): void {
+    if (request.kind === 'srb') this.finish(request);
+    request.reject(error);
   }
 
   /** Fails every request in flight (the channel closed or the controller went away). */
   fail(reason: string): void {
     this.failure ??= reason;
     const error = new StorvscError(reason);
-    // Queued requests are in the requestor too: they fail with the rest.
-    this.outbox.length = 0;
-    for (const pending of this.requests.drain()) {
-      const reject = pending.reject;
-      this.finish(pending);
-      reject(error);
-    }
-    this.counters.inFlight = 0;
-    const init = this.init;
-    this.init = undefined;
-    init?.reject(error);
+    for (const request of this.requests.drain()) this.abandon(request, error);
   }
 }
 
@@ -496,6 +407,7 @@ const EMPTY = new Uint8Array(0);
 function newPending(): Pending {
   const packet = new Uint8Array(VSTOR_PACKET_SIZE);
   return {
+    kind: 'srb',
     packet,
     view: new DataView(packet.buffer),
     bytes: packet,

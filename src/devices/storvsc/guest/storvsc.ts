@@ -17,6 +17,7 @@
 
 import * as cdbs from '../../../scsi/initiator/cdb-builders.ts';
 import { parseReportLuns } from '../../../scsi/initiator/response-parsers.ts';
+import { ChannelSet } from '../../../vmbus/channel-set.ts';
 import type { GuestChannel, GuestDevice, VmbusDriver } from '../../../vmbus/device.ts';
 import {
   LINUX_STORVSC_VERSION_ORDER,
@@ -79,7 +80,11 @@ function hex32(n: number): string {
 }
 
 export class StorvscController implements ScsiTransport {
-  readonly channels: StorvscChannel[] = [];
+  /** The primary channel and the sub-channels, least busy first for each turn's requests. */
+  readonly channels = new ChannelSet<StorvscChannel>({
+    load: (c) => c.inFlight,
+    usable: (c) => c.usable && c.hasRoom,
+  });
   readonly disks = new Map<number, GuestScsiDisk>();
   readonly handshake: HandshakeStep[] = [];
   state: ControllerState = 'starting';
@@ -98,9 +103,6 @@ export class StorvscController implements ScsiTransport {
   private rescans = 0;
   private readonly log: (message: string) => void;
   private readonly subchannelWaiters: (() => void)[] = [];
-  private nextChannel = 0;
-  /** The channel requests go to for the rest of this turn of the event loop. */
-  private turnChannel: StorvscChannel | undefined;
 
   constructor(
     readonly device: GuestDevice,
@@ -135,7 +137,7 @@ export class StorvscController implements ScsiTransport {
       userData: new Uint8Array(vmstorageChannelProperties.size),
     });
     const primary = new StorvscChannel(channel, 0, this);
-    this.channels.push(primary);
+    this.channels.add(primary);
     try {
       await this.negotiate(primary, order);
       await this.openSubchannels(primary, ring);
@@ -231,7 +233,7 @@ export class StorvscController implements ScsiTransport {
     }
     // Sub-channels are usable as they open; wait (briefly) for all so I/O spreads from the start.
     const deadline = Date.now() + (this.options.timeoutMs ?? 10_000);
-    while (this.channels.length < wanted + 1 && Date.now() < deadline) {
+    while (this.channels.size < wanted + 1 && Date.now() < deadline) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, Math.max(1, deadline - Date.now()));
         this.subchannelWaiters.push(() => {
@@ -240,15 +242,15 @@ export class StorvscController implements ScsiTransport {
         });
       });
     }
-    if (this.channels.length < wanted + 1) {
-      this.log(`storvsc: only ${this.channels.length - 1} of ${wanted} sub-channels opened`);
+    if (this.channels.size < wanted + 1) {
+      this.log(`storvsc: only ${this.channels.size - 1} of ${wanted} sub-channels opened`);
     }
   }
 
   private async openSubchannel(sub: GuestDevice, ring: number): Promise<void> {
     if (this.gone) return;
     if (sub.offer.subchannelIndex > this.requestedSubchannels) return;
-    if (this.channels.some((c) => c.channel.offer.relid === sub.offer.relid)) return;
+    if (this.channels.has(sub.offer.subchannelIndex)) return;
     try {
       const channel: GuestChannel = await sub.open({
         sendRingBytes: ring,
@@ -259,8 +261,7 @@ export class StorvscController implements ScsiTransport {
         await channel.close();
         return;
       }
-      this.channels.push(new StorvscChannel(channel, sub.offer.subchannelIndex, this));
-      this.channels.sort((a, b) => a.index - b.index);
+      this.channels.add(new StorvscChannel(channel, sub.offer.subchannelIndex, this));
     } catch (error) {
       this.log(
         `storvsc: cannot open sub-channel ${sub.offer.subchannelIndex}: ${(error as Error).message}`,
@@ -289,32 +290,10 @@ export class StorvscController implements ScsiTransport {
     }
   }
 
-  /**
-   * The channel for the next request. Requests started in the same turn of
-   * the event loop stay on one channel (they go out as one batch: one
-   * publish, at most one signal — as Linux keeps a CPU's burst on that CPU's
-   * channel); each turn starts on the channel with the fewest in flight,
-   * ties going round-robin, so the load spreads over all channels.
-   */
+  /** The channel for the next request: a turn's requests stay on one, each turn the least busy. */
   private pickChannel(): StorvscChannel | undefined {
-    const current = this.turnChannel;
-    if (current?.usable && current.hasRoom) return current;
-    const n = this.channels.length;
-    let best: StorvscChannel | undefined;
-    for (let i = 0; i < n; i++) {
-      const c = this.channels[(this.nextChannel + i) % n]!;
-      if (!c.usable || !c.hasRoom) continue;
-      if (!best || c.inFlight < best.inFlight) best = c;
-    }
-    this.nextChannel = (this.nextChannel + 1) % Math.max(1, n);
-    if (best && !this.turnChannel) setImmediate(this.endTurn);
-    this.turnChannel = best;
-    return best;
+    return this.channels.pick();
   }
-
-  private readonly endTurn = (): void => {
-    this.turnChannel = undefined;
-  };
 
   slotFreed(): void {
     this.slotWaiters.shift()?.();
@@ -449,17 +428,17 @@ export class StorvscController implements ScsiTransport {
     for (const lun of [...this.disks.keys()]) await this.removeDisk(lun);
     for (const wake of this.slotWaiters.splice(0)) wake();
     let outstanding = 0;
-    for (const channel of this.channels) {
+    const channels = this.channels.clear();
+    for (const channel of channels) {
       outstanding += channel.inFlight;
       channel.fail('storvsc controller removed');
     }
     // Sub-channels first, then the primary (Linux closes them in that order).
-    for (const channel of [...this.channels].reverse()) {
+    for (const channel of [...channels].reverse()) {
       await channel.channel
         .close()
         .catch((error: Error) => this.log(`storvsc: close: ${error.message}`));
     }
-    this.channels.length = 0;
     // Pages a request was still using when it was failed stay set aside: the host may write them yet.
     this.buffers?.close(outstanding === 0);
     if (wasReady) this.log(`storvsc: controller ${this.offerInstance} removed`);
@@ -468,7 +447,7 @@ export class StorvscController implements ScsiTransport {
   // --- status ------------------------------------------------------------------------
 
   channelCounters(): ChannelCounters[] {
-    return this.channels.map((c) => ({ ...c.counters, inFlight: c.inFlight }));
+    return this.channels.list().map((c) => c.counters);
   }
 
   versionString(): string {

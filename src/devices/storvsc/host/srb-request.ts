@@ -11,8 +11,8 @@
 
 import { Asc, ScsiStatus, SenseKey } from '../../../scsi/codes.ts';
 import type { DataDirection, ScsiResult } from '../../../scsi/target/command.ts';
-import type { GuestMemoryAccess } from '../../../vmbus/device.ts';
-import type { GpaRangeList } from '../../../vmbus/packet.ts';
+import { type GuestMemoryAccess, PAGE_SIZE } from '../../../vmbus/device.ts';
+import type { GpaRangeList } from '../../../vmbus/queue.ts';
 import {
   NtStatus,
   Offsets,
@@ -27,8 +27,6 @@ import {
   VstorOperation,
   vmscsiRequest,
 } from '../protocol.ts';
-
-const PAGE_SIZE = 4096;
 
 /** Why a request block was refused before reaching the target. */
 export type SrbRejection = string;

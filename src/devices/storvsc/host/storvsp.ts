@@ -19,7 +19,6 @@
 import type { BlockDevice } from '../../../block/block-device.ts';
 import { ScsiDisk } from '../../../scsi/target/disk.ts';
 import { ScsiTarget } from '../../../scsi/target/target.ts';
-import type { ChannelEndpoint } from '../../../vmbus/channel.ts';
 import type {
   DeviceBus,
   GuestMemoryAccess,
@@ -27,6 +26,8 @@ import type {
   OpenRequest,
   VmbusDevice,
 } from '../../../vmbus/device.ts';
+import type { Queue } from '../../../vmbus/queue.ts';
+import { RateLimitedLog } from '../../../vmbus/rate-limited-log.ts';
 import {
   DEFAULT_HOST_STORVSC_VERSIONS,
   NtStatus,
@@ -44,7 +45,20 @@ import {
   vstorPacketSize,
 } from '../protocol.ts';
 import type { SrbRequest } from './srb-request.ts';
-import { type QueueCounters, StorvspQueue } from './storvsp-channel.ts';
+import { type QueueCounters, StorvspChannel } from './storvsp-channel.ts';
+
+/** Highest LUN a controller holds (REPORT LUNS' flat space addressing, as Hyper-V uses). */
+export const MAX_LUN = 254;
+
+/** Why `bytes` cannot be a controller's maximum transfer, or undefined when it can. */
+export function maxTransferProblem(bytes: number): string | undefined {
+  if (!Number.isInteger(bytes) || bytes < 4096 || bytes > STORVSP_MAX_TRANSFER_BYTES) {
+    return `must be a multiple of 4096 in 4096..${STORVSP_MAX_TRANSFER_BYTES}, got ${bytes}`;
+  }
+  return bytes % 4096 === 0
+    ? undefined
+    : `must be a multiple of 4096 in 4096..${STORVSP_MAX_TRANSFER_BYTES}, got ${bytes}`;
+}
 
 export type HandshakePhase = 'begin' | 'query-version' | 'query-properties' | 'end-init' | 'ready';
 
@@ -99,12 +113,11 @@ export class StorvspDevice implements VmbusDevice {
   /** What happened on the primary channel's control path, in order. */
   readonly controlLog: ControlEvent[] = [];
   private bus: DeviceBus | undefined;
-  private readonly queues = new Map<ChannelEndpoint, StorvspQueue>();
-  private primary: StorvspQueue | undefined;
+  private readonly queues = new Map<Queue, StorvspChannel>();
+  private primary: StorvspChannel | undefined;
   private subchannelsOffered = 0;
   private readonly disks = new Map<number, AttachedDisk>();
-  private readonly log: (message: string) => void;
-  private logBudget = 20;
+  private readonly logger: RateLimitedLog;
   /** Counters of channels that closed, so totals survive reopen. */
   private readonly closedCounters: QueueCounters[] = [];
 
@@ -112,11 +125,8 @@ export class StorvspDevice implements VmbusDevice {
     this.maxSubchannels = options.maxSubchannels ?? 0;
     this.versions = options.versions ?? DEFAULT_HOST_STORVSC_VERSIONS;
     const max = options.maxTransferBytes ?? STORVSP_MAX_TRANSFER_BYTES;
-    if (!Number.isInteger(max) || max < 4096 || max > STORVSP_MAX_TRANSFER_BYTES || max % 4096) {
-      throw new RangeError(
-        `storvsp: maximum transfer ${max} is not a multiple of 4096 in 4096..${STORVSP_MAX_TRANSFER_BYTES}`,
-      );
-    }
+    const problem = maxTransferProblem(max);
+    if (problem) throw new RangeError(`storvsp: maximum transfer ${problem}`);
     this.maxTransfer = max;
     const ring = options.ringBytes ?? STORVSC_RING_BYTES;
     this.offer = {
@@ -126,7 +136,7 @@ export class StorvspDevice implements VmbusDevice {
       receiveRingBytes: ring,
       maxSubchannels: this.maxSubchannels,
     };
-    this.log = options.log ?? (() => {});
+    this.logger = new RateLimitedLog(options.log ?? (() => {}));
   }
 
   get memory(): GuestMemoryAccess {
@@ -142,8 +152,8 @@ export class StorvspDevice implements VmbusDevice {
     this.bus = bus;
   }
 
-  open(channel: ChannelEndpoint, request: OpenRequest): void {
-    const queue = new StorvspQueue(this, channel, request.subchannelIndex);
+  open(channel: Queue, request: OpenRequest): void {
+    const queue = new StorvspChannel(this, channel, request.subchannelIndex);
     this.queues.set(channel, queue);
     if (request.subchannelIndex === 0) {
       this.primary = queue;
@@ -153,7 +163,7 @@ export class StorvspDevice implements VmbusDevice {
     }
   }
 
-  close(channel: ChannelEndpoint): void {
+  close(channel: Queue): void {
     const queue = this.queues.get(channel);
     if (!queue) return;
     queue.close();
@@ -167,18 +177,22 @@ export class StorvspDevice implements VmbusDevice {
 
   // --- disks -----------------------------------------------------------------
 
-  /** Hot-adds (or, before the guest connects, adds) a disk at `lun` and tells the guest. */
-  attachDisk(lun: number, device: BlockDevice, source: string): AttachedDisk {
-    if (!Number.isInteger(lun) || lun < 0 || lun > 254) {
-      throw new RangeError(`LUN ${lun} is not an integer in 0..254`);
+  /**
+   * Hot-adds (or, before the guest connects, adds) a disk at `lun` — the
+   * lowest free LUN when none is given — and tells the guest.
+   */
+  attachDisk(lun: number | undefined, device: BlockDevice, source: string): AttachedDisk {
+    if (lun === undefined) lun = this.lowestFreeLun();
+    if (!Number.isInteger(lun) || lun < 0 || lun > MAX_LUN) {
+      throw new RangeError(`LUN ${lun} is not an integer in 0..${MAX_LUN}`);
     }
     if (this.disks.has(lun))
-      throw new Error(`LUN ${lun} already holds ${this.disks.get(lun)!.source}`);
+      throw new Error(`LUN ${lun} already holds a disk (${this.disks.get(lun)!.source})`);
     const disk = new ScsiDisk(device, { maxTransferBytes: this.maxTransfer });
     this.target.attach(lun, disk);
     const attached: AttachedDisk = { lun, device, disk, source };
     this.disks.set(lun, attached);
-    void this.announce(VstorOperation.EnumerateBus, lun);
+    this.announce(VstorOperation.EnumerateBus, lun);
     return attached;
   }
 
@@ -192,9 +206,15 @@ export class StorvspDevice implements VmbusDevice {
     if (!attached) throw new Error(`no disk is attached at LUN ${lun}`);
     this.disks.delete(lun);
     const drained = this.target.detach(lun);
-    void this.announce(VstorOperation.RemoveDevice, lun);
+    this.announce(VstorOperation.RemoveDevice, lun);
     await drained;
     return attached;
+  }
+
+  /** The lowest LUN without a disk. */
+  lowestFreeLun(): number {
+    for (let lun = 0; lun <= MAX_LUN; lun++) if (!this.disks.has(lun)) return lun;
+    throw new Error(`every LUN 0..${MAX_LUN} of the controller is in use`);
   }
 
   attachedDisks(): AttachedDisk[] {
@@ -214,7 +234,7 @@ export class StorvspDevice implements VmbusDevice {
   }
 
   /** Sends ENUMERATE_BUS / REMOVE_DEVICE when the guest is past the handshake. */
-  private async announce(operation: VstorOperation, lun: number): Promise<void> {
+  private announce(operation: VstorOperation, lun: number): void {
     const queue = this.primary;
     if (!queue || this.phase !== 'ready' || this.version < VmstorVersion.Win7) return;
     const packet = new Uint8Array(vstorPacketSize(this.version));
@@ -222,7 +242,7 @@ export class StorvspDevice implements VmbusDevice {
     v.setUint32(Offsets.operation, operation, true);
     // The LUN is a hint; the guest rescans the whole bus either way.
     v.setUint8(Offsets.lun, lun);
-    if (!(await queue.notify(packet))) this.warn(`could not announce ${VstorOperation[operation]}`);
+    if (!queue.notify(packet)) this.warn(`could not announce ${VstorOperation[operation]}`);
   }
 
   // --- packets -----------------------------------------------------------------
@@ -233,7 +253,7 @@ export class StorvspDevice implements VmbusDevice {
   }
 
   control(
-    queue: StorvspQueue,
+    queue: StorvspChannel,
     operation: number,
     payload: Uint8Array,
     lo: number,
@@ -252,7 +272,7 @@ export class StorvspDevice implements VmbusDevice {
 
   /** Runs one control operation; writes its answer's union into `body`, returns the NT status. */
   private handle(
-    queue: StorvspQueue,
+    queue: StorvspChannel,
     operation: number,
     payload: Uint8Array,
     body: Uint8Array,
@@ -340,13 +360,9 @@ export class StorvspDevice implements VmbusDevice {
     }
   }
 
-  /** Logs what the guest got wrong: the first 20 messages, then a note that the rest are counted only. */
+  /** Logs what the guest got wrong, at a limited rate (the counters keep the totals). */
   warn(message: string): void {
-    if (this.logBudget <= 0) return;
-    this.logBudget--;
-    this.log(
-      `storvsp: ${message}${this.logBudget === 0 ? ' (further messages suppressed; see the counters)' : ''}`,
-    );
+    this.logger.log(`storvsp: ${message}`);
   }
 
   // --- status ------------------------------------------------------------------
