@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test command: tools, types, lint/format, then every test file.
+# The whole test command: tools, types, lint/format, import rules, then every test file.
 # Node 20 does not expand globs for --test, so the file list comes from find.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 bash scripts/ensure-tools.sh
 npx --no-install tsc --noEmit
 npx --no-install biome check .
+# The import rules between layers (.dependency-cruiser.cjs).
+npx --no-install depcruise src bench --config .dependency-cruiser.cjs --output-type err-long
 
 mapfile -t files < <(find test -name '*.test.ts' | sort)
 if ((${#files[@]} == 0)); then

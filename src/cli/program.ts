@@ -14,9 +14,7 @@ import { statusCommand, stopCommand } from './status.ts';
  */
 export function buildProgram(): Command {
   const program = new Command('hvkit')
-    .description(
-      'Hyper-V synthetic I/O stack: VMBus, storvsc/storvsp, netvsc/netvsp, integration services',
-    )
+    .description('Hyper-V synthetic I/O stack: VMBus, storvsc/storvsp, integration services')
     .version('0.1.0')
     .showHelpAfterError();
   program.addCommand(runCommand());

@@ -7,6 +7,7 @@
  * established GPADLs whose pages devices may map. A GPADL is torn down only
  * after every view of it has been released.
  */
+import { PAGE_SIZE } from '../hv/protocol.ts';
 import {
   ChannelMessageType,
   GPADL_BODY_MAX_PFNS,
@@ -16,7 +17,6 @@ import {
   MAX_SIZE_CHANNEL_MESSAGE,
 } from './protocol.ts';
 
-const PAGE_SIZE = 4096;
 const TWO_32 = 0x1_0000_0000;
 /** Largest range list the host accepts (16 Mi pages = 64 GiB), bounding memory use. */
 export const MAX_GPADL_PAGES = 1 << 24;

@@ -7,6 +7,7 @@
  * reuses its objects, so the data path allocates nothing per packet.
  */
 
+import { PAGE_SIZE } from '../hv/protocol.ts';
 import type { RingWriter } from './ring.ts';
 import {
   GPA_DIRECT_FIXED_BYTES,
@@ -16,7 +17,6 @@ import {
   VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED,
 } from './ring-protocol.ts';
 
-const PAGE_SIZE = 4096;
 const TRANSFER_PAGE_FIXED_BYTES = transferPagePacketHeader.offsetOf('ranges');
 const TWO_32 = 0x1_0000_0000;
 

@@ -55,6 +55,8 @@ export interface IcGuestService {
   handle(request: IcRequest): IcAnswer;
   /** Called when a negotiation succeeded. */
   negotiated?(versions: NegotiatedVersions): void;
+  /** One phrase for status lines. */
+  summary?(): string;
   /** Called when the channel closes (device removed, unload). */
   closed?(): void;
 }

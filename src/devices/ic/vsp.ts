@@ -388,6 +388,14 @@ export class IcVsp implements VmbusDevice {
     this.postedAnswer(reply, sent.tag);
   }
 
+  /** One phrase for status lines: the negotiated versions, or the state. */
+  summary(): string {
+    const v = this.versions;
+    return this.state === 'ready' && v
+      ? `${this.name} ${versionText(v.framework)}/${versionText(v.service)}`
+      : `${this.name} ${this.state}`;
+  }
+
   /** Plain data for status displays. */
   describe(): Record<string, unknown> {
     return {

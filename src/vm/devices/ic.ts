@@ -5,8 +5,9 @@
  * heartbeat); the guest binds a driver per service.
  */
 import { Buffer } from 'node:buffer';
-import { join, posix } from 'node:path';
+import { join } from 'node:path';
 import { z } from 'zod';
+import { FcopyUploads } from '../../devices/ic/fcopy/upload.ts';
 import { FcopyService } from '../../devices/ic/fcopy/vsc.ts';
 import { FcopyVsp } from '../../devices/ic/fcopy/vsp.ts';
 import { HeartbeatService } from '../../devices/ic/heartbeat/vsc.ts';
@@ -14,7 +15,7 @@ import { HeartbeatVsp } from '../../devices/ic/heartbeat/vsp.ts';
 import { KvpPools } from '../../devices/ic/kvp/pool-file.ts';
 import { KvpService } from '../../devices/ic/kvp/vsc.ts';
 import { type KvpValue, KvpVsp } from '../../devices/ic/kvp/vsp.ts';
-import { DATA_FRAGMENT, HOST_IC_VERSIONS, parseVersionText } from '../../devices/ic/protocol.ts';
+import { HOST_IC_VERSIONS, parseVersionText } from '../../devices/ic/protocol.ts';
 import { ShutdownService } from '../../devices/ic/shutdown/vsc.ts';
 import { ShutdownVsp } from '../../devices/ic/shutdown/vsp.ts';
 import { GuestClock } from '../../devices/ic/timesync/clock.ts';
@@ -25,7 +26,7 @@ import type { IcVsp } from '../../devices/ic/vsp.ts';
 import { VssService } from '../../devices/ic/vss/vsc.ts';
 import { VssVsp } from '../../devices/ic/vss/vsp.ts';
 import { controlDirectory } from '../control-path.ts';
-import type { CommandHandler, DeviceKind } from '../device-kind.ts';
+import { type CommandHandler, command, count, type DeviceKind } from '../device-kind.ts';
 import { durationSchema, parseDuration } from '../units.ts';
 
 export const IC_SERVICES = ['heartbeat', 'shutdown', 'timesync', 'kvp', 'fcopy', 'vss'] as const;
@@ -154,59 +155,87 @@ export function defaultGuestRoot(vmName: string): string {
 
 // --- control command arguments -----------------------------------------------
 
-function text(args: Record<string, unknown>, name: string): string {
-  const value = args[name];
-  if (typeof value !== 'string') throw new Error(`${name} must be a string`);
-  return value;
-}
+const flag = z.boolean().default(false);
 
-function integer(args: Record<string, unknown>, name: string, min: number, max: number): number {
-  const value = args[name];
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    throw new Error(
-      `${name} must be a whole number from ${min} to ${max}, got ${JSON.stringify(value)}`,
-    );
-  }
-  return value;
-}
+const shutdownArgs = z.object({
+  force: flag,
+  restart: flag,
+  hibernate: flag,
+  message: z.string().max(2048).optional(),
+});
 
-function flag(args: Record<string, unknown>, name: string): boolean {
-  const value = args[name];
-  if (value === undefined) return false;
-  if (typeof value !== 'boolean') throw new Error(`${name} must be true or false`);
-  return value;
-}
+const pool = z.number().int().min(0).max(4);
+const key = z.string();
 
-function kvpValue(args: Record<string, unknown>): KvpValue {
-  const type = args.type ?? 'string';
-  const value = text(args, 'value');
-  if (type === 'string') return value;
-  if (type === 'u32' || type === 'u64') {
-    if (!/^\d+$/.test(value))
-      throw new Error(`a ${type} value must be a decimal number, got ${JSON.stringify(value)}`);
-    const n = BigInt(value);
-    if (type === 'u32') {
-      if (n > 0xffffffffn) throw new Error(`${value} does not fit in 32 bits`);
-      return { u32: Number(n) };
+/** A KVP value as the CLI sends it: text, or a decimal number for u32 / u64. */
+const kvpValue = z
+  .object({
+    type: z.enum(['string', 'u32', 'u64']).default('string'),
+    value: z.string(),
+  })
+  .transform((v, ctx): KvpValue => {
+    if (v.type === 'string') return v.value;
+    if (!/^\d+$/.test(v.value)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['value'],
+        message: `a ${v.type} value must be a decimal number, got ${JSON.stringify(v.value)}`,
+      });
+      return z.NEVER;
     }
-    if (n > 0xffff_ffff_ffff_ffffn) throw new Error(`${value} does not fit in 64 bits`);
-    return { u64: n };
-  }
-  throw new Error(`type must be string, u32 or u64, got ${JSON.stringify(type)}`);
+    const n = BigInt(v.value);
+    const limit = v.type === 'u32' ? 0xffff_ffffn : 0xffff_ffff_ffff_ffffn;
+    if (n > limit) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['value'],
+        message: `${v.value} does not fit in ${v.type === 'u32' ? 32 : 64} bits`,
+      });
+      return z.NEVER;
+    }
+    return v.type === 'u32' ? { u32: Number(n) } : { u64: n };
+  });
+
+/** The typed value of a kvp set, or an error naming what is wrong with it. */
+function typedValue(args: {
+  type?: 'string' | 'u32' | 'u64' | undefined;
+  value: string;
+}): KvpValue {
+  const parsed = kvpValue.safeParse(args);
+  if (parsed.success) return parsed.data;
+  throw new Error(`invalid arguments: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
 }
+
+const kvpArgs = z.discriminatedUnion('op', [
+  z.object({ op: z.literal('get'), pool, key }),
+  z.object({ op: z.literal('delete'), pool, key }),
+  z.object({ op: z.literal('list'), pool }),
+  z.object({
+    op: z.literal('set'),
+    pool,
+    key,
+    type: z.enum(['string', 'u32', 'u64']).optional(),
+    value: z.string(),
+  }),
+]);
+
+const session = z.string().min(1);
+const copyArgs = z.discriminatedUnion('op', [
+  z.object({
+    op: z.literal('start'),
+    dest: z.string().min(1),
+    size: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+    overwrite: flag,
+    create_path: flag,
+  }),
+  z.object({ op: z.literal('write'), session, offset: count, data: z.string() }),
+  z.object({ op: z.literal('complete'), session }),
+  z.object({ op: z.literal('cancel'), session }),
+]);
+
+const noArgs = z.object({});
 
 // --- host --------------------------------------------------------------------
-
-interface CopySession {
-  readonly id: string;
-  readonly dest: string;
-  readonly size: number;
-  received: number;
-  timer: ReturnType<typeof setTimeout>;
-}
-
-/** An abandoned copy (the CLI went away) is cancelled after this long without a chunk. */
-const COPY_IDLE_MS = 60_000;
 
 function hostParts(config: IcConfig, log: (message: string) => void) {
   const on = new Set(config.services);
@@ -240,64 +269,21 @@ function need<T>(vsp: T | undefined, service: IcServiceName): T {
 
 function hostSummary(parts: ReturnType<typeof hostParts>): string {
   const pieces: string[] = [];
-  const { heartbeat, kvp, vss } = parts;
-  if (heartbeat) {
-    pieces.push(
-      heartbeat.state === 'failed'
-        ? `heartbeat unavailable (${heartbeat.error})`
-        : `heartbeat ${heartbeat.health} (${heartbeat.answered}/${heartbeat.sent} answered, every ${heartbeat.intervalMs / 1000}s)`,
-    );
-  }
-  if (kvp) {
-    const a = kvp.auto;
-    if (a.OSName !== undefined) {
-      const ips = [a.NetworkAddressIPv4, a.NetworkAddressIPv6].filter((s) => s).join(';');
-      pieces.push(
-        `guest ${a.OSName}${a.OSMajorVersion ? ` ${a.OSMajorVersion}` : ''}, kernel ${a.OSBuildNumber}, ${a.ProcessorArchitecture}, ${a.FullyQualifiedDomainName}, IPs ${ips || 'none'}`,
-      );
-    } else {
-      pieces.push(`kvp ${kvp.state}`);
-    }
-  }
-  const negotiated = (Object.entries(parts) as [string, IcVsp | undefined][])
-    .filter(([, v]) => v)
-    .map(([name, v]) => {
-      const d = v!.describe();
-      return `${name} ${v!.state === 'ready' ? String(d.versions) : v!.state}`;
-    });
-  pieces.push(negotiated.join(', '));
-  if (vss && (vss.backups || vss.failures)) pieces.push(`backup ${vss.lastResult}`);
+  if (parts.heartbeat) pieces.push(parts.heartbeat.healthSummary());
+  if (parts.kvp) pieces.push(parts.kvp.guestSummary());
+  const services: (IcVsp | undefined)[] = Object.values(parts);
+  pieces.push(
+    services
+      .filter((v): v is IcVsp => v !== undefined)
+      .map((v) => v.summary())
+      .join(', '),
+  );
+  const backup = parts.vss?.backupSummary();
+  if (backup) pieces.push(backup);
   return `ic: ${pieces.join(' | ')}`;
 }
 
 // --- guest -------------------------------------------------------------------
-
-function guestSummary(services: {
-  timesync?: TimesyncService;
-  kvp?: KvpService;
-  fcopy?: FcopyService;
-  vss?: VssService;
-  heartbeat?: HeartbeatService;
-}): string {
-  const pieces: string[] = [];
-  if (services.heartbeat) pieces.push(`heartbeats answered ${services.heartbeat.answered}`);
-  const ts = services.timesync;
-  if (ts) {
-    const offset = ts.offsetNs();
-    pieces.push(
-      offset === undefined
-        ? 'time offset not measured yet'
-        : `time offset ${offset >= 0 ? '+' : ''}${(offset / 1e6).toFixed(3)} ms (${ts.samples} samples, ${ts.format === 'v4' ? '4.0' : 'pre-4.0'} format)`,
-    );
-  }
-  if (services.kvp) pieces.push(`kvp pools in ${services.kvp.pools.directory}`);
-  if (services.fcopy) {
-    const s = services.fcopy.stats;
-    pieces.push(`${s.completed} files copied in (${(s.bytes / 1024 / 1024).toFixed(1)} MiB)`);
-  }
-  if (services.vss) pieces.push(services.vss.frozen ? 'FROZEN' : 'not frozen');
-  return `ic: ${pieces.join(' | ')}`;
-}
 
 export const icKind: DeviceKind<IcConfig> = {
   type: 'ic',
@@ -306,162 +292,70 @@ export const icKind: DeviceKind<IcConfig> = {
   async createHost(config, { log }) {
     const parts = hostParts(config, log);
     const devices = Object.values(parts).filter((v): v is NonNullable<typeof v> => v !== undefined);
-    let copy: CopySession | undefined;
-    const endCopy = (): void => {
-      if (copy) clearTimeout(copy.timer);
-      copy = undefined;
-    };
-    const touch = (session: CopySession): void => {
-      clearTimeout(session.timer);
-      session.timer = setTimeout(() => {
-        if (copy !== session) return;
-        log(
-          `ic: copy to ${session.dest} abandoned (no data for ${COPY_IDLE_MS / 1000}s); cancelled`,
-        );
-        endCopy();
-        void parts.fcopy?.cancel().catch(() => {});
-      }, COPY_IDLE_MS);
-      session.timer.unref();
-    };
-    const sessionOf = (args: Record<string, unknown>): CopySession => {
-      const id = text(args, 'session');
-      if (!copy || copy.id !== id)
-        throw new Error(`no copy session ${id} (it finished, failed or timed out)`);
-      return copy;
-    };
+    const uploads = parts.fcopy ? new FcopyUploads(parts.fcopy, (m) => log(`ic: ${m}`)) : undefined;
 
     const commands: Record<string, CommandHandler> = {
-      shutdown: async (args) => {
-        const vsp = need(parts.shutdown, 'shutdown');
-        const result = await vsp.shutdown({
-          force: flag(args, 'force'),
-          restart: flag(args, 'restart'),
-          hibernate: flag(args, 'hibernate'),
-          ...(typeof args.message === 'string' ? { message: args.message } : {}),
-        });
+      shutdown: command(shutdownArgs, async (args) => {
+        const result = await need(parts.shutdown, 'shutdown').shutdown(args);
         if (!result.accepted) {
           throw new Error(`the guest refused to shut down: it answered ${result.statusName}`);
         }
-        return {
-          ...result,
-          action: flag(args, 'restart')
-            ? 'restart'
-            : flag(args, 'hibernate')
-              ? 'hibernation'
-              : 'shutdown',
-        };
-      },
+        const action = args.restart ? 'restart' : args.hibernate ? 'hibernation' : 'shutdown';
+        return { ...result, action };
+      }),
 
-      kvp: async (args) => {
+      kvp: command(kvpArgs, async (args) => {
         const vsp = need(parts.kvp, 'kvp');
-        const op = text(args, 'op');
-        const pool = integer(args, 'pool', 0, 4);
-        switch (op) {
+        switch (args.op) {
           case 'get': {
-            const key = text(args, 'key');
-            const value = await vsp.get(pool, key);
+            const value = await vsp.get(args.pool, args.key);
             if (value === undefined)
-              throw new Error(`pool ${pool} has no key ${JSON.stringify(key)}`);
-            return { key, value };
+              throw new Error(`pool ${args.pool} has no key ${JSON.stringify(args.key)}`);
+            return { key: args.key, value };
           }
           case 'set':
-            await vsp.set(pool, text(args, 'key'), kvpValue(args));
+            await vsp.set(args.pool, args.key, typedValue(args));
             return { ok: true };
-          case 'delete': {
-            const key = text(args, 'key');
-            if (!(await vsp.delete(pool, key))) {
-              throw new Error(`pool ${pool} has no key ${JSON.stringify(key)}`);
+          case 'delete':
+            if (!(await vsp.delete(args.pool, args.key))) {
+              throw new Error(`pool ${args.pool} has no key ${JSON.stringify(args.key)}`);
             }
             return { ok: true };
-          }
           case 'list':
-            return { entries: await vsp.list(pool) };
-          default:
-            throw new Error(`kvp op must be get, set, delete or list, got ${JSON.stringify(op)}`);
+            return { entries: await vsp.list(args.pool) };
         }
-      },
+      }),
 
-      'copy-file': async (args) => {
-        const vsp = need(parts.fcopy, 'fcopy');
-        const op = text(args, 'op');
-        switch (op) {
-          case 'start': {
-            const dest = text(args, 'dest');
-            const size = integer(args, 'size', 0, Number.MAX_SAFE_INTEGER);
-            if (!dest.startsWith('/') || dest.endsWith('/')) {
-              throw new Error(
-                `the guest destination must be an absolute file path, got ${JSON.stringify(dest)}`,
-              );
-            }
-            if (copy) throw new Error(`a copy to ${copy.dest} is in progress`);
-            await vsp.start({
-              directory: posix.dirname(dest),
-              fileName: posix.basename(dest),
-              size,
-              overwrite: flag(args, 'overwrite'),
-              createPath: flag(args, 'create_path'),
+      'copy-file': command(copyArgs, async (args) => {
+        const copies = need(uploads, 'fcopy');
+        switch (args.op) {
+          case 'start':
+            return copies.start({
+              dest: args.dest,
+              size: args.size,
+              overwrite: args.overwrite,
+              createPath: args.create_path,
             });
-            const session: CopySession = {
-              id: crypto.randomUUID(),
-              dest,
-              size,
-              received: 0,
-              timer: setTimeout(() => {}, 0),
+          case 'write':
+            return {
+              received: await copies.write(
+                args.session,
+                args.offset,
+                Buffer.from(args.data, 'base64'),
+              ),
             };
-            copy = session;
-            touch(session);
-            return { session: session.id, fragment: DATA_FRAGMENT };
-          }
-          case 'write': {
-            const session = sessionOf(args);
-            const offset = integer(args, 'offset', 0, Number.MAX_SAFE_INTEGER);
-            if (offset !== session.received) {
-              throw new Error(`chunk at offset ${offset}, expected ${session.received}`);
-            }
-            const data = Buffer.from(text(args, 'data'), 'base64');
-            if (session.received + data.length > session.size) {
-              throw new Error(`more data than the announced ${session.size} bytes`);
-            }
-            touch(session);
-            try {
-              await vsp.write(offset, data);
-            } catch (error) {
-              endCopy();
-              await vsp.cancel().catch(() => {});
-              throw error;
-            }
-            session.received += data.length;
-            return { received: session.received };
-          }
-          case 'complete': {
-            const session = sessionOf(args);
-            if (session.received !== session.size) {
-              throw new Error(`only ${session.received} of ${session.size} bytes arrived`);
-            }
-            endCopy();
-            await vsp.complete();
-            return { dest: session.dest, bytes: session.received };
-          }
-          case 'cancel': {
-            const session = sessionOf(args);
-            endCopy();
-            await vsp.cancel();
-            return { cancelled: session.dest };
-          }
-          default:
-            throw new Error(
-              `copy-file op must be start, write, complete or cancel, got ${JSON.stringify(op)}`,
-            );
+          case 'complete':
+            return copies.complete(args.session);
+          case 'cancel':
+            return copies.cancel(args.session);
         }
-      },
+      }),
 
-      backup: async () => {
-        const vsp = need(parts.vss, 'vss');
-        const result = await vsp.backup({ timeoutMs: config.vss.host_timeout });
-        return result;
-      },
+      backup: command(noArgs, () =>
+        need(parts.vss, 'vss').backup({ timeoutMs: config.vss.host_timeout }),
+      ),
 
-      heartbeat: () => need(parts.heartbeat, 'heartbeat').describe(),
+      heartbeat: command(noArgs, () => need(parts.heartbeat, 'heartbeat').describe()),
     };
 
     return {
@@ -477,7 +371,7 @@ export const icKind: DeviceKind<IcConfig> = {
         ),
       }),
       close: async () => {
-        endCopy();
+        uploads?.dispose();
         parts.heartbeat?.dispose();
         parts.timesync?.dispose();
         parts.kvp?.dispose();
@@ -540,7 +434,10 @@ export const icKind: DeviceKind<IcConfig> = {
     return {
       status: () => ({
         type: 'ic',
-        summary: guestSummary(services),
+        summary: `ic: ${drivers
+          .map((d) => d.service.summary?.())
+          .filter((s) => s)
+          .join(' | ')}`,
         ...Object.fromEntries(
           drivers.map((d) => {
             const own = (d.service as { describe?: () => Record<string, unknown> }).describe?.();

@@ -226,6 +226,12 @@ const hostCommands: NonNullable<DeviceKind<ScsiConfig, ScsiHostPart>['hostComman
   return {
     'scsi-attach': command(attachArgs, async (args) => {
       const { index, vsp } = find(args.controller);
+      // Refuse a taken or invalid LUN before opening anything.
+      try {
+        vsp.freeLun(args.lun);
+      } catch (error) {
+        throw new Error(`controller ${index}: ${(error as Error).message}`);
+      }
       const { device, source } = await openDiskSource({
         path: args.path,
         readOnly: args.readOnly,

@@ -6,6 +6,7 @@
  * the event flags. Host messages are validated (size, type, minimum length)
  * before anything looks at them; bad ones are counted and dropped.
  */
+
 import { setTimeout as sleep } from 'node:timers/promises';
 import { takeFlagBits } from '../../hv/flag-bits.ts';
 import type { PageAllocator } from '../../hv/page-allocator.ts';
@@ -19,6 +20,7 @@ import {
   HvMsr,
   HvStatus,
   hvInputPostMessage,
+  PAGE_SIZE,
 } from '../../hv/protocol.ts';
 import { checkMessageFrame } from '../message-frame.ts';
 import {
@@ -31,7 +33,6 @@ import {
 } from '../protocol.ts';
 import type { RateLimitedLog } from '../rate-limited-log.ts';
 
-const PAGE_SIZE = 4096;
 /** vmbus_post_msg() retries up to 100 times with a growing delay. */
 const POST_RETRIES = 100;
 const VMBUS_HV_MESSAGE_TYPE = 1;

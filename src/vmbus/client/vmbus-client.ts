@@ -4,8 +4,10 @@
  * offers, binds drivers to offered devices by class GUID, opens channels on
  * ring GPADLs, handles rescinds, and unloads.
  */
+
 import type { PageAllocator } from '../../hv/page-allocator.ts';
 import type { GuestPartition } from '../../hv/partition.ts';
+import { PAGE_SIZE } from '../../hv/protocol.ts';
 import { ChannelEndpoint } from '../channel.ts';
 import type {
   ChannelOpenOptions,
@@ -43,8 +45,6 @@ import { ClientDevice } from './client-device.ts';
 import { initiateContactFor } from './initiate-contact.ts';
 import { MessageConnection, PostMessageError } from './message-connection.ts';
 import { decodeOffer } from './offer.ts';
-
-const PAGE_SIZE = 4096;
 
 export interface ClientOptions {
   /** Versions to try, newest first. Default: Linux's order (5.3 down to 2.4). */

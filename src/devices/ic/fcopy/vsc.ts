@@ -246,6 +246,11 @@ export class FcopyService implements IcGuestService {
     this.abandon();
   }
 
+  summary(): string {
+    const s = this.stats;
+    return `${s.completed} files copied in (${(s.bytes / 1024 / 1024).toFixed(1)} MiB)`;
+  }
+
   describe(): Record<string, unknown> {
     return {
       root: this.root,

@@ -45,6 +45,10 @@ export class HeartbeatService implements IcGuestService {
     return header.status;
   }
 
+  summary(): string {
+    return `heartbeats answered ${this.answered}`;
+  }
+
   describe(): Record<string, unknown> {
     return { answered: this.answered, lastSequence: this.lastSequence.toString() };
   }

@@ -143,6 +143,13 @@ export class HeartbeatVsp extends IcVsp {
     this.setHealth('healthy');
   }
 
+  /** The guest's health as status lines show it. */
+  healthSummary(): string {
+    return this.state === 'failed'
+      ? `heartbeat unavailable (${this.error})`
+      : `heartbeat ${this.health} (${this.answered}/${this.sent} answered, every ${this.intervalMs / 1000}s)`;
+  }
+
   override describe(): Record<string, unknown> {
     return {
       ...super.describe(),

@@ -248,6 +248,10 @@ export class KvpService implements IcGuestService {
     return problem ? IcStatus.INVALIDARG : IcStatus.S_OK;
   }
 
+  summary(): string {
+    return `kvp pools in ${this.pools.directory}`;
+  }
+
   describe(): Record<string, unknown> {
     return {
       poolDir: this.pools.directory,

@@ -317,6 +317,17 @@ export class KvpVsp extends IcVsp {
     }
   }
 
+  /** What the guest's auto pool says of it, for status lines. */
+  guestSummary(): string {
+    const a = this.auto;
+    if (a.OSName === undefined) return `kvp ${this.state}`;
+    const ips = [a.NetworkAddressIPv4, a.NetworkAddressIPv6].filter((s) => s).join(';');
+    return (
+      `guest ${a.OSName}${a.OSMajorVersion ? ` ${a.OSMajorVersion}` : ''}, kernel ${a.OSBuildNumber}, ` +
+      `${a.ProcessorArchitecture}, ${a.FullyQualifiedDomainName}, IPs ${ips || 'none'}`
+    );
+  }
+
   override describe(): Record<string, unknown> {
     return {
       ...super.describe(),

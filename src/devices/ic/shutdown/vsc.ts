@@ -7,7 +7,13 @@
  */
 import { DeviceClass } from '../../../vmbus/protocol.ts';
 import { UTIL_MESSAGE_BYTES } from '../heartbeat/vsc.ts';
-import { IcMessageType, IcStatus, LINUX_IC_VERSIONS, shutdownMsgData } from '../protocol.ts';
+import {
+  IcMessageType,
+  IcStatus,
+  LINUX_IC_VERSIONS,
+  ShutdownFlags,
+  shutdownMsgData,
+} from '../protocol.ts';
 import { decodeUtf16z } from '../utf16.ts';
 import type { IcAnswer, IcGuestService, IcRequest } from '../vsc.ts';
 
@@ -40,25 +46,17 @@ export class ShutdownService implements IcGuestService {
   handle({ body }: IcRequest): IcAnswer {
     if (body.length < shutdownMsgData.size) return 'drop';
     const data = shutdownMsgData.read(body);
+    const action = data.flags & ~ShutdownFlags.Force;
     const request: ShutdownRequest = {
-      restart: (data.flags & ~1) === 2,
-      force: (data.flags & 1) !== 0,
+      restart: action === ShutdownFlags.Restart,
+      force: (data.flags & ShutdownFlags.Force) !== 0,
       reasonCode: data.reason_code,
       timeoutSeconds: data.timeout_seconds,
       message: decodeUtf16z(data.display_message, data.display_message.length),
     };
-    let status: number;
-    switch (data.flags) {
-      case 0:
-      case 1:
-      case 2:
-      case 3:
-        status = this.options.refuse ? IcStatus.E_FAIL : IcStatus.S_OK;
-        break;
-      default:
-        // 4/5 (hibernate) and anything unknown.
-        status = IcStatus.E_FAIL;
-    }
+    // Shut down or restart (forced or not); hibernation and unknown flags fail.
+    const known = action === ShutdownFlags.Shutdown || action === ShutdownFlags.Restart;
+    const status = known && !this.options.refuse ? IcStatus.S_OK : IcStatus.E_FAIL;
     this.last = { ...request, flags: data.flags, status };
     if (status === IcStatus.S_OK) setImmediate(() => this.options.onShutdown(request));
     return status;

@@ -100,6 +100,15 @@ export class TimesyncService implements IcGuestService {
     return Number(sorted[sorted.length >> 1]!) * 100;
   }
 
+  summary(): string {
+    const offset = this.offsetNs();
+    if (offset === undefined) return 'time offset not measured yet';
+    return (
+      `time offset ${offset >= 0 ? '+' : ''}${(offset / 1e6).toFixed(3)} ms ` +
+      `(${this.samples} samples, ${this.format === 'v4' ? '4.0' : 'pre-4.0'} format)`
+    );
+  }
+
   describe(): Record<string, unknown> {
     const offset = this.offsetNs();
     return {

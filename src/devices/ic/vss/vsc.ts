@@ -110,6 +110,10 @@ export class VssService implements IcGuestService {
     if (this.frozen) await this.thaw('thaw at shutdown');
   }
 
+  summary(): string {
+    return this.frozen ? 'FROZEN' : 'not frozen';
+  }
+
   describe(): Record<string, unknown> {
     const last = this.events.at(-1);
     return {

@@ -119,6 +119,11 @@ export class VssVsp extends IcVsp {
     return { features: check.flags, freezeMs, frozenMs, thawMs };
   }
 
+  /** The last backup's outcome, or undefined before the first. */
+  backupSummary(): string | undefined {
+    return this.backups || this.failures ? `backup ${this.lastResult}` : undefined;
+  }
+
   override describe(): Record<string, unknown> {
     return {
       ...super.describe(),

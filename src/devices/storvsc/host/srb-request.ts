@@ -9,6 +9,7 @@
  * Requests are pooled objects: the data path allocates no packet buffers.
  */
 
+import { isReadOp, isWriteOp } from '../../../scsi/cdb.ts';
 import { Asc, ScsiStatus, SenseKey } from '../../../scsi/codes.ts';
 import type { DataDirection, ScsiResult } from '../../../scsi/target/command.ts';
 import { type GuestMemoryAccess, PAGE_SIZE } from '../../../vmbus/device.ts';
@@ -101,7 +102,7 @@ export class SrbRequest {
       return `data_transfer_length ${length} exceeds the maximum transfer of ${maxTransfer} bytes`;
     }
     const op = this.packet[Offsets.cdb] ?? 0;
-    this.kind = isRead(op) ? 'read' : isWrite(op) ? 'write' : 'other';
+    this.kind = isReadOp(op) ? 'read' : isWriteOp(op) ? 'write' : 'other';
     if (length === 0) return undefined;
     if (!ranges) {
       if (rangeError) return rangeError;
@@ -231,12 +232,4 @@ export class SrbRequest {
   reply(): Uint8Array {
     return this.packet.subarray(0, VSTOR_HEADER_SIZE + Math.max(0, this.requestSize));
   }
-}
-
-function isRead(op: number): boolean {
-  return op === 0x08 || op === 0x28 || op === 0xa8 || op === 0x88;
-}
-
-function isWrite(op: number): boolean {
-  return op === 0x0a || op === 0x2a || op === 0xaa || op === 0x8a;
 }

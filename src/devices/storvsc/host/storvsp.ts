@@ -181,13 +181,8 @@ export class StorvspDevice implements VmbusDevice {
    * Hot-adds (or, before the guest connects, adds) a disk at `lun` — the
    * lowest free LUN when none is given — and tells the guest.
    */
-  attachDisk(lun: number | undefined, device: BlockDevice, source: string): AttachedDisk {
-    if (lun === undefined) lun = this.lowestFreeLun();
-    if (!Number.isInteger(lun) || lun < 0 || lun > MAX_LUN) {
-      throw new RangeError(`LUN ${lun} is not an integer in 0..${MAX_LUN}`);
-    }
-    if (this.disks.has(lun))
-      throw new Error(`LUN ${lun} already holds a disk (${this.disks.get(lun)!.source})`);
+  attachDisk(requested: number | undefined, device: BlockDevice, source: string): AttachedDisk {
+    const lun = this.freeLun(requested);
     const disk = new ScsiDisk(device, { maxTransferBytes: this.maxTransfer });
     this.target.attach(lun, disk);
     const attached: AttachedDisk = { lun, device, disk, source };
@@ -211,10 +206,21 @@ export class StorvspDevice implements VmbusDevice {
     return attached;
   }
 
-  /** The lowest LUN without a disk. */
-  lowestFreeLun(): number {
-    for (let lun = 0; lun <= MAX_LUN; lun++) if (!this.disks.has(lun)) return lun;
-    throw new Error(`every LUN 0..${MAX_LUN} of the controller is in use`);
+  /**
+   * The LUN a new disk would take: `requested` when it is valid and free,
+   * the lowest free LUN when none is asked for; throws saying why not.
+   */
+  freeLun(requested?: number): number {
+    if (requested === undefined) {
+      for (let lun = 0; lun <= MAX_LUN; lun++) if (!this.disks.has(lun)) return lun;
+      throw new Error(`every LUN 0..${MAX_LUN} of the controller is in use`);
+    }
+    if (!Number.isInteger(requested) || requested < 0 || requested > MAX_LUN) {
+      throw new RangeError(`LUN ${requested} is not an integer in 0..${MAX_LUN}`);
+    }
+    const holder = this.disks.get(requested);
+    if (holder) throw new Error(`LUN ${requested} already holds a disk (${holder.source})`);
+    return requested;
   }
 
   attachedDisks(): AttachedDisk[] {
