@@ -89,9 +89,11 @@ describe('VMBus lifecycle across two workers', () => {
     await guest.call('startTraffic');
     await new Promise((resolve) => setTimeout(resolve, 200));
     await host.call('remove', echoDevice);
-    const result = await guest.call<{ completed: number; failed: number }>('trafficResult');
+    const result = await guest.call<{ completed: number; error: string }>('trafficResult');
     assert.ok(result.completed > 0, 'traffic flowed before the rescind');
-    assert.equal(result.failed, 1, 'the in-flight request failed cleanly');
+    // The request in flight failed with the removal (rescind/close), not a timeout.
+    assert.match(result.error, /echo device removed|closed/);
+    assert.doesNotMatch(result.error, /time/);
     for (let i = 0; i < 100; i++) {
       const channels = await host.call<{ relid: number }[]>('channels');
       if (!channels.some((c) => c.relid === 1)) break;

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -98,8 +98,31 @@ describe('backup (VSS)', () => {
     const failed = service.events.find((e) => e.operation === 'freeze');
     assert.match(failed?.error ?? '', /sleep 60: timed out after \d+ ms \(killed\)/);
     assert.equal(service.frozen, false);
-    // The next backup works.
+  });
+
+  it('a backup after a failed one works', async (t) => {
+    const { vsp, service, lines, log } = await setup(t, (log) => ({
+      // Fails once (while the marker file exists), then freezes.
+      freeze: [`if [ -e ${log}.fail ]; then rm ${log}.fail; exit 3; fi; echo freeze >> ${log}`],
+      thaw: [`echo thaw >> ${log}`],
+    }));
+    writeFileSync(`${log}.fail`, '');
+    await assert.rejects(vsp.backup({ timeoutMs: 5000 }), /could not freeze/);
+    assert.equal(service.frozen, false);
     service.events.length = 0;
+    const result = await vsp.backup({ timeoutMs: 5000 });
+    assert.ok(result.frozenMs >= 0);
+    assert.deepEqual(
+      service.events.map((e) => [e.operation, e.ok]),
+      [
+        ['hot-backup', true],
+        ['freeze', true],
+        ['thaw', true],
+      ],
+    );
+    // The failed freeze thawed; the good one froze and thawed.
+    assert.deepEqual(lines(), ['thaw', 'freeze', 'thaw']);
+    assert.equal(service.frozen, false);
   });
 
   it('a guest that answers too late gets a clean timeout; the host still sends THAW', async (t) => {

@@ -5,7 +5,11 @@ import { MemoryDisk } from '../../../src/block/memory-disk.ts';
 import { StorvspDevice } from '../../../src/devices/storvsc/host/storvsp.ts';
 import { NtStatus, SrbStatus, VstorOperation } from '../../../src/devices/storvsc/protocol.ts';
 import { PacketType } from '../../../src/vmbus/ring-protocol.ts';
+import { applyMutation, fieldsOf, mutation, Reach } from '../../hostile/mutate.ts';
+import { build, sizeOf } from '../../hostile/oracle-builder.ts';
 import { type EndpointPair, endpointPair, fakeDeviceBus, guestMemory } from './wire.ts';
+
+fc.configureGlobal({ includeErrorInReport: true });
 
 /**
  * A hostile guest: arbitrary VSTOR packets — every packet type, any flags,
@@ -125,6 +129,80 @@ const payloads = fc.oneof(
     }),
 );
 
+/**
+ * A well-formed READ(16)/WRITE(16) request block for LUN 0 or 1, inside the
+ * disk, built from the oracle's vstor_packet / vmscsi_request layouts.
+ */
+const srbFields = [...fieldsOf('vstor_packet'), ...fieldsOf('vmscsi_request', 12)];
+
+const wellFormedSrb = fc
+  .record({
+    write: fc.boolean(),
+    lun: fc.constantFrom(0, 1),
+    lba: fc.integer({ min: 0, max: 2040 }),
+    blocks: fc.integer({ min: 1, max: 8 }),
+    base: fc.integer({ min: 1, max: PAGES - 8 }),
+    m: mutation(1),
+  })
+  .map(({ write, lun, lba, blocks, base, m }) => {
+    const length = blocks * 512;
+    const cdb = new Uint8Array(16);
+    cdb[0] = write ? 0x8a : 0x88;
+    new DataView(cdb.buffer).setBigUint64(2, BigInt(lba));
+    new DataView(cdb.buffer).setUint32(10, blocks);
+    const srb = build('vmscsi_request', {
+      length: sizeOf('vmscsi_request'),
+      lun,
+      cdb_length: 16,
+      sense_info_length: 20,
+      data_in: write ? 0 : 1,
+      data_transfer_length: length,
+      cdb,
+    });
+    // Half of them intact; the others with one field at a boundary or off by one, cut or grown.
+    const payload = applyMutation(
+      build('vstor_packet', { operation: 3, flags: 1, vm_srb: srb }),
+      m,
+      srbFields,
+    );
+    return {
+      type: PacketType.DataUsingGpaDirect,
+      completion: true,
+      payload,
+      ranges: [{ byteOffset: 0, byteCount: length, base }],
+      wellFormed: true,
+    };
+  });
+
+/** A request block with exactly one of the faults storvsp must refuse (INVALID_REQUEST). */
+const faultySrb = fc
+  .record({
+    fault: fc.constantFrom('cdb-length', 'data-in', 'too-long', 'short-list', 'no-list'),
+    value: fc.integer({ min: 17, max: 255 }),
+  })
+  .map(({ fault, value }) => {
+    const cdb = new Uint8Array(16);
+    cdb[0] = 0x88;
+    new DataView(cdb.buffer).setUint32(10, 8);
+    const length = fault === 'too-long' ? 2 * 1024 * 1024 : 4096;
+    const srb = build('vmscsi_request', {
+      length: sizeOf('vmscsi_request'),
+      lun: 0,
+      cdb_length: fault === 'cdb-length' ? (value % 2 ? 0 : value) : 16,
+      sense_info_length: 20,
+      data_in: fault === 'data-in' ? 3 + (value % 250) : 1,
+      data_transfer_length: length,
+      cdb,
+    });
+    return {
+      type: fault === 'no-list' ? PacketType.DataInband : PacketType.DataUsingGpaDirect,
+      completion: true,
+      payload: build('vstor_packet', { operation: 3, flags: 1, vm_srb: srb }),
+      ranges: [{ byteOffset: 0, byteCount: fault === 'short-list' ? 512 : 4096, base: 20 }],
+      wellFormed: false,
+    };
+  });
+
 const ranges = fc.array(
   fc.record({
     byteOffset: fc.integer({ min: 0, max: 4095 }),
@@ -135,19 +213,27 @@ const ranges = fc.array(
 );
 
 const packets = fc.array(
-  fc.record({
-    type: fc.constantFrom(
-      PacketType.DataInband,
-      PacketType.DataInband,
-      PacketType.DataUsingGpaDirect,
-      PacketType.DataUsingGpaDirect,
-      PacketType.Completion,
-      PacketType.DataUsingTransferPages,
-    ),
-    completion: fc.oneof(fc.constant(true), fc.boolean()),
-    payload: payloads,
-    ranges,
-  }),
+  fc.oneof(
+    {
+      weight: 3,
+      arbitrary: fc.record({
+        type: fc.constantFrom(
+          PacketType.DataInband,
+          PacketType.DataInband,
+          PacketType.DataUsingGpaDirect,
+          PacketType.DataUsingGpaDirect,
+          PacketType.Completion,
+          PacketType.DataUsingTransferPages,
+        ),
+        completion: fc.oneof(fc.constant(true), fc.boolean()),
+        payload: payloads,
+        ranges,
+        wellFormed: fc.constant(false),
+      }),
+    },
+    { weight: 2, arbitrary: wellFormedSrb },
+    { weight: 1, arbitrary: faultySrb },
+  ),
   { minLength: 1, maxLength: 40 },
 );
 
@@ -180,11 +266,23 @@ async function handshake(pair: EndpointPair, vsp: StorvspDevice): Promise<void> 
 }
 
 describe('storvsp against a hostile guest', () => {
-  it('answers every request exactly once, never throws, and keeps serving the other disk', async () => {
+  it('answers every request exactly once, never throws, and keeps serving the other disk', async (t) => {
+    const reach = new Reach();
+    const shakes = fc.oneof(
+      { weight: 4, arbitrary: fc.constant(true) },
+      { weight: 1, arbitrary: fc.constant(false) },
+    );
     await fc.assert(
-      fc.asyncProperty(packets, fc.boolean(), async (list, shakeFirst) => {
+      fc.asyncProperty(packets, shakes, async (list, shakeFirst) => {
+        reach.run();
         const mem = guestMemory(MEMORY);
-        const guard = mem.memory.u8;
+        // Every page carries its own pattern: only pages a request named may change.
+        const pattern = (pfn: number, i: number): number => (pfn * 31 + i) & 0xff;
+        for (let pfn = 0; pfn < PAGES; pfn++) {
+          const page = mem.memory.bytes(pfn * 4096, 4096);
+          for (let i = 0; i < 4096; i += 512) page[i] = pattern(pfn, i);
+        }
+        const addressed = new Set<number>();
         const vsp = new StorvspDevice({ maxSubchannels: 1 });
         vsp.attach(fakeDeviceBus(mem.memory));
         const other = new MemoryDisk(1024 * 1024);
@@ -212,22 +310,19 @@ describe('storvsp against a hostile guest', () => {
             case PacketType.DataInband:
               result = pair.guest.sendInband(payload, id, 0, packet.completion);
               break;
-            case PacketType.DataUsingGpaDirect:
-              result = pair.guest.sendGpaDirect(
-                packet.ranges.map((r) => ({
-                  byteOffset: r.byteOffset,
-                  byteCount: r.byteCount,
-                  pfns: Array.from(
-                    { length: Math.ceil((r.byteOffset + r.byteCount) / 4096) },
-                    (_, k) => r.base + k,
-                  ),
-                })),
-                payload,
-                id,
-                0,
-                packet.completion,
-              );
+            case PacketType.DataUsingGpaDirect: {
+              const list = packet.ranges.map((r) => ({
+                byteOffset: r.byteOffset,
+                byteCount: r.byteCount,
+                pfns: Array.from(
+                  { length: Math.ceil((r.byteOffset + r.byteCount) / 4096) },
+                  (_, k) => r.base + k,
+                ),
+              }));
+              for (const r of list) for (const pfn of r.pfns) addressed.add(pfn);
+              result = pair.guest.sendGpaDirect(list, payload, id, 0, packet.completion);
               break;
+            }
             case PacketType.Completion:
               result = pair.guest.sendCompletion(id, 0, payload);
               break;
@@ -258,7 +353,19 @@ describe('storvsp against a hostile guest', () => {
           assert.equal(count, 1, `packet ${id} answered ${count} times`);
         }
         assert.equal(pair.host.state, 'open');
-        assert.equal(guard.length, MEMORY);
+        assert.equal(pair.hostQueue.stats.handlerErrors, 0, 'storvsp never threw');
+        // No byte outside the pages the requests named was touched.
+        for (let pfn = 0; pfn < PAGES; pfn++) {
+          if (addressed.has(pfn)) continue;
+          const page = mem.memory.bytes(pfn * 4096, 4096);
+          for (let i = 0; i < 4096; i += 512) {
+            if (page[i] !== pattern(pfn, i)) assert.fail(`page ${pfn} changed at ${i}`);
+          }
+        }
+        const run = vsp.totals();
+        if (run.reads + run.writes > 0) reach.hit('srb-executed');
+        if (run.rejected > 0) reach.hit('srb-refused');
+        if (run.badPackets > 0) reach.hit('packet-dropped');
         // The other disk still works: a fresh channel, a clean handshake, a write and a read.
         vsp.close(pair.hostQueue);
         const fresh = endpointPair(64 * 1024);
@@ -311,9 +418,14 @@ describe('storvsp against a hostile guest', () => {
         );
         const totals = vsp.totals();
         assert.equal(totals.inFlight, 0);
+        assert.equal(fresh.hostQueue.stats.handlerErrors, 0);
       }),
       { numRuns: 120 },
     );
+    t.diagnostic(`reach: ${reach.describe()}`);
+    reach.assertAtLeast('srb-executed', 0.5);
+    reach.assertAtLeast('srb-refused', 0.3);
+    reach.assertAtLeast('packet-dropped', 0.3);
   });
 
   it('refuses page lists outside guest memory and data without a page list', async () => {

@@ -6,8 +6,11 @@ import { StorvscController } from '../../../src/devices/storvsc/guest/storvsc.ts
 import type { SrbResult } from '../../../src/devices/storvsc/guest/storvsc-channel.ts';
 import { StorvspDevice } from '../../../src/devices/storvsc/host/storvsp.ts';
 import { VstorOperation } from '../../../src/devices/storvsc/protocol.ts';
+import { Reach } from '../../hostile/mutate.ts';
 import { withTimeout } from './harness.ts';
 import { endpointPair, fakeDeviceBus, fakeGuestDevice, guestMemory } from './wire.ts';
+
+fc.configureGlobal({ includeErrorInReport: true });
 
 /**
  * A hostile host: a real storvsp whose completions pass through a filter
@@ -77,7 +80,8 @@ async function until(condition: () => boolean, ms: number): Promise<boolean> {
 }
 
 describe('storvsc against a hostile host', () => {
-  it('keeps results in bounds, settles every request, and recovers for the other disk', async () => {
+  it('keeps results in bounds, settles every request, and recovers for the other disk', async (t) => {
+    const reach = new Reach();
     await fc.assert(
       fc.asyncProperty(
         fc.array(action, { minLength: 1, maxLength: 40 }),
@@ -170,8 +174,11 @@ describe('storvsc against a hostile host', () => {
             return t.requests >= before + requests && t.inFlight === 0;
           }, 2000);
           await new Promise((r) => setTimeout(r, 2));
+          reach.run();
           for (const [i, s] of settled.entries()) {
+            if (s instanceof Error) reach.hit('request-failed');
             if (!s || s instanceof Error) continue;
+            reach.hit('result-checked');
             const length = 512 * (1 + (i % 16));
             assert.ok(s.transferred <= length, `request ${i}: ${s.transferred} bytes > ${length}`);
             assert.ok(s.sense.length <= 20, `request ${i}: ${s.sense.length} sense bytes`);
@@ -180,6 +187,7 @@ describe('storvsc against a hostile host', () => {
           hostile = false;
           const d1 = controller.disks.get(1);
           if (d1 && !d1.removed) {
+            reach.hit('other-disk-checked');
             const data = new Uint8Array(4096).fill(0x5c);
             await d1.write(4096, data);
             const back = new Uint8Array(4096);
@@ -198,9 +206,14 @@ describe('storvsc against a hostile host', () => {
             'every request settled',
           );
           assert.equal(device.closed, 1);
+          assert.equal(pair.guestQueue.stats.handlerErrors, 0, 'storvsc never threw');
         },
       ),
       { numRuns: 80 },
     );
+    t.diagnostic(`reach: ${reach.describe()}`);
+    reach.assertAtLeast('result-checked', 0.5);
+    reach.assertAtLeast('request-failed', 0.3);
+    reach.assertAtLeast('other-disk-checked', 0.7);
   });
 });

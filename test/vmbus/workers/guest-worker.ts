@@ -24,7 +24,7 @@ const mapperDriver: VmbusDriver = {
 };
 client.registerDriver(mapperDriver);
 
-let traffic: Promise<{ completed: number; failed: number }> | undefined;
+let traffic: Promise<{ completed: number; error: string }> | undefined;
 const gpadlPages = new Map<number, number>();
 
 serve({
@@ -46,14 +46,13 @@ serve({
     const channel = [...echo.bound.values()][0]!;
     traffic = (async () => {
       let completed = 0;
-      let failed = 0;
       for (;;) {
         try {
           await channel.echo(new Uint8Array(128));
           completed++;
-        } catch {
-          failed++;
-          return { completed, failed };
+        } catch (error) {
+          // The loop ends on the first failure: report why it failed.
+          return { completed, error: (error as Error).message };
         }
       }
     })();
