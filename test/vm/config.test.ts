@@ -12,6 +12,7 @@ import {
   validateConfig,
   versionPlan,
 } from '../../src/vm/config.ts';
+import { deviceKind } from '../../src/vm/device-kinds.ts';
 import {
   FREEBSD_VERSION_ORDER,
   LINUX_VERSION_ORDER,
@@ -23,10 +24,8 @@ describe('VM configuration', () => {
     const config = defaultConfig();
     assert.equal(config.memory, 64 * 1024 * 1024);
     assert.equal(config.vcpus, 2);
-    assert.deepEqual(
-      config.devices.map((d) => d.type),
-      ['echo', 'scsi', 'ic'],
-    );
+    assert.equal(config.devices.filter((d) => d.type === 'echo').length, 1, 'one echo device');
+    for (const d of config.devices) assert.ok(deviceKind(d.type), `${d.type} is a device kind`);
     const plan = versionPlan(config);
     assert.deepEqual(plan.guest, LINUX_VERSION_ORDER);
     assert.equal(plan.host.at(-1), VmbusVersion.Win10V5_3);

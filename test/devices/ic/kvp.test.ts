@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { machine, networkInterfaces, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,6 +9,7 @@ import { KvpService } from '../../../src/devices/ic/kvp/vsc.ts';
 import { KvpVsp } from '../../../src/devices/ic/kvp/vsp.ts';
 import { AddrFamily, KVP_AUTO_KEYS } from '../../../src/devices/ic/protocol.ts';
 import { IcDriver } from '../../../src/devices/ic/vsc.ts';
+import { TOOL_PATH } from '../../real-tools.ts';
 import { makeBus, until } from '../../vmbus/harness.ts';
 
 /**
@@ -94,9 +96,13 @@ describe('KVP', () => {
   });
 
   it('stores REG_U32 and REG_U64 values as decimal text, as Linux does', async (t) => {
-    const { vsp } = await setup(t);
+    const { dir, vsp } = await setup(t);
     await vsp.set(0, 'n32', { u32: 4_000_000_000 });
     await vsp.set(0, 'n64', { u64: 18_446_744_073_709_551_615n });
+    // In the pool file: the digits as text (hv_kvp_daemon's sprintf of the number).
+    const file = new Map(readPoolFile(join(dir, '.kvp_pool_0')));
+    assert.equal(file.get('n32'), '4000000000');
+    assert.equal(file.get('n64'), '18446744073709551615');
     assert.equal(await vsp.get(0, 'n32'), '4000000000');
     assert.equal(await vsp.get(0, 'n64'), '18446744073709551615');
   });
@@ -156,16 +162,75 @@ describe('KVP', () => {
     assert.equal(file.get('NetworkAddressIPv4'), auto.NetworkAddressIPv4);
   });
 
-  it('answers GET_IP_INFO for a real adapter by MAC, and keeps a SET_IP_INFO configuration', async (t) => {
-    const { dir, vsp } = await setup(t);
-    const real = Object.values(networkInterfaces())
-      .flat()
-      .find((a) => a && !a.internal && a.mac !== '00:00:00:00:00:00');
-    if (real) {
-      const info = await vsp.getIpInfo(real.mac.replaceAll(':', '-'));
-      assert.ok(info.ipAddr.split(';').includes(real.address), info.ipAddr);
-      assert.ok(info.addrFamily & (real.family === 'IPv4' ? AddrFamily.IPv4 : AddrFamily.IPv6));
+  it('answers GET_IP_INFO for an adapter by MAC, from inside a network namespace of its own', async () => {
+    // A namespace with one adapter (a veth whose peer stays inside) whose MAC, addresses and gateway the
+    // test chose (nothing outside the namespace is touched).
+    if (process.getuid?.() !== 0) {
+      assert.fail(
+        'this test creates a network namespace and needs root (npm test runs as root in CI)',
+      );
     }
+    const ns = `hvkit-kvp-${process.pid}`;
+    const ip = (...args: string[]) => execFileSync('ip', args, { env: { PATH: TOOL_PATH } });
+    ip('netns', 'add', ns);
+    try {
+      ip(
+        '-n',
+        ns,
+        'link',
+        'add',
+        'kvp0',
+        'address',
+        '02:15:5d:33:44:55',
+        'type',
+        'veth',
+        'peer',
+        'name',
+        'kvp1',
+      );
+      ip('-n', ns, 'link', 'set', 'kvp1', 'up');
+      ip('-n', ns, 'link', 'set', 'kvp0', 'up');
+      ip('-n', ns, 'address', 'add', '198.51.100.7/24', 'dev', 'kvp0');
+      ip('-n', ns, 'address', 'add', 'fd00:5::7/64', 'dev', 'kvp0', 'nodad');
+      ip('-n', ns, 'route', 'add', 'default', 'via', '198.51.100.1');
+      const out = execFileSync(
+        'ip',
+        [
+          'netns',
+          'exec',
+          ns,
+          process.execPath,
+          '--import',
+          'tsx',
+          join(import.meta.dirname, 'ip-info-probe.ts'),
+          '02-15-5D-33-44-55',
+        ],
+        { env: { ...process.env, PATH: TOOL_PATH }, timeout: 30_000 },
+      );
+      const info = JSON.parse(out.toString()) as {
+        addrFamily: number;
+        ipAddr: string;
+        subNet: string;
+        gateway: string;
+      };
+      // The adapter's addresses: ours, plus the IPv6 link-local one the kernel adds.
+      const addrs = info.ipAddr.split(';');
+      assert.ok(addrs.includes('198.51.100.7') && addrs.includes('fd00:5::7'), info.ipAddr);
+      assert.deepEqual(
+        addrs.filter((a) => a !== '198.51.100.7' && a !== 'fd00:5::7' && !a.startsWith('fe80:')),
+        [],
+        'nothing from another adapter',
+      );
+      assert.ok(info.subNet.split(';').includes('255.255.255.0'), info.subNet);
+      assert.equal(info.addrFamily, AddrFamily.IPv4 | AddrFamily.IPv6);
+      assert.ok(info.gateway.split(';').includes('198.51.100.1'), info.gateway);
+    } finally {
+      ip('netns', 'delete', ns);
+    }
+  });
+
+  it('keeps a SET_IP_INFO configuration and answers GET_IP_INFO with it', async (t) => {
+    const { dir, vsp } = await setup(t);
     const adapter = '{4a5bd2a8-62b1-4d7a-8d0f-2f2cc0b7a1c3}';
     await vsp.setIpInfo({
       adapterId: adapter,
