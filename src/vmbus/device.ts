@@ -71,7 +71,22 @@ export interface MappedGpadl {
   readonly byteCount: number;
   /** Zero-copy views over the GPADL's bytes, in order. */
   readonly views: readonly Uint8Array[];
+  /**
+   * The buffer as one addressable region, when the GPADL is one range of
+   * whole pages (as netvsc's receive and send buffers are); undefined otherwise.
+   */
+  readonly region: BufferRegion | undefined;
   release(): void;
+}
+
+/** Bytes of a guest buffer that may lie on scattered pages; offsets are the buffer's. */
+export interface BufferRegion {
+  readonly length: number;
+  read(offset: number, target: Uint8Array, targetOffset: number, length: number): void;
+  write(offset: number, source: Uint8Array, sourceOffset: number, length: number): void;
+  fill(offset: number, length: number, value: number): void;
+  /** Zero-copy views of [offset, offset+length), in order (one per page when scattered). */
+  views(offset: number, length: number): Uint8Array[];
 }
 
 /** A host device provider: one VMBus device (and its sub-channels). */

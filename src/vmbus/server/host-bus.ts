@@ -16,6 +16,7 @@ import {
   VMBUS_MESSAGE_CONNECTION_ID_4,
   VmbusVersion,
 } from '../protocol.ts';
+import { regionOverPages } from '../byte-region.ts';
 import { Queue } from '../queue.ts';
 import { RateLimitedLog } from '../rate-limited-log.ts';
 import { Ring } from '../ring.ts';
@@ -199,10 +200,16 @@ export class HostBus {
             offset = 0;
           }
         }
+        const whole = gpadl.ranges.length === 1 && gpadl.ranges[0]!.byteOffset === 0;
+        const region =
+          whole && gpadl.ranges[0]!.byteCount === gpadl.pfns.length * PAGE_SIZE
+            ? regionOverPages(memory.buffer, gpadl.pfns)
+            : undefined;
         return {
           handle,
           byteCount,
           views,
+          region,
           release: () => {
             if (released) return;
             released = true;

@@ -1,0 +1,69 @@
+/**
+ * Where the host side of a NIC goes: a TAP device, a loopback, ... A backend
+ * moves Ethernet frames; the offload facts travel beside them in the
+ * virtio-net header's terms (Linux include/uapi/linux/virtio_net.h), which
+ * is what a TAP opened with IFF_VNET_HDR speaks, so frames pass between the
+ * TAP and RNDIS without the host touching their bytes.
+ */
+
+/** virtio_net_hdr.gso_type */
+export enum GsoType {
+  /** 0 */ None = 0,
+  /** 1 */ TcpV4 = 1,
+  /** 3 */ Udp = 3,
+  /** 4 */ TcpV6 = 4,
+}
+
+/** How a frame's checksum and segmentation stand, as a virtio-net header says it. */
+export interface FrameOffload {
+  /** VIRTIO_NET_HDR_F_NEEDS_CSUM: the checksum from csumStart is still to be computed. */
+  needsChecksum: boolean;
+  /** VIRTIO_NET_HDR_F_DATA_VALID: the receiver may trust the checksums. */
+  dataValid: boolean;
+  csumStart: number;
+  csumOffset: number;
+  gsoType: GsoType;
+  /** Payload bytes per segment of a large send. */
+  gsoSize: number;
+  /** Bytes of headers in front of the payload. */
+  headerLength: number;
+}
+
+export function noOffload(): FrameOffload {
+  return {
+    needsChecksum: false,
+    dataValid: false,
+    csumStart: 0,
+    csumOffset: 0,
+    gsoType: GsoType.None,
+    gsoSize: 0,
+    headerLength: 0,
+  };
+}
+
+/** What a backend can take from the guest without the host doing the work first. */
+export interface BackendOffloads {
+  /** Frames whose TCP/UDP checksum is left to the backend (needsChecksum). */
+  readonly checksum: boolean;
+  /** Large TCP sends the backend segments itself (gsoType TcpV4/TcpV6). */
+  readonly segmentation: boolean;
+}
+
+/** Frames towards the guest: false when the NIC cannot take this one now (wait for `resume`). */
+export type FrameSink = (frame: Uint8Array, offload: FrameOffload) => boolean;
+
+export interface NetBackend {
+  readonly name: string;
+  readonly offloads: BackendOffloads;
+  /** Carrier: whether the far side is there (a TAP that is up). */
+  readonly link: boolean;
+  /** Starts delivering frames; `onLink` hears carrier changes. */
+  start(sink: FrameSink, onLink: (up: boolean) => void): void;
+  /** The NIC can take frames again after the sink said no. */
+  resume(): void;
+  /** A frame from the guest (checksums and segmentation as `offloads` allow). */
+  send(frame: Uint8Array, offload: FrameOffload): void;
+  /** Counters for status. */
+  stats(): Record<string, number>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,188 @@
+/**
+ * The NIC's frames, both ways: from the guest's RNDIS packets to the
+ * backend, with the offloads the guest delegated passed on where the
+ * backend takes them and done here where it does not; and from the backend
+ * into the guest's receive buffer, on the channel RSS picks, with the
+ * checksum info the guest may rely on.
+ */
+import { fillChecksums, frameLayout, rssInput, segmentTcp, toeplitz } from '../frames.ts';
+import { RndisChannelType } from '../protocol.ts';
+import {
+  emptyFrameInfo,
+  lsoMss,
+  type ParsedPacket,
+  readPacket,
+  wantsL4Checksum,
+  writePacketHeader,
+} from '../rndis-message.ts';
+import { ChecksumInfo } from '../rndis-protocol.ts';
+import { type FrameOffload, GsoType, type NetBackend, noOffload } from './backend.ts';
+import type { NicCounters } from './netvsp.ts';
+import type { NetvspChannel } from './netvsp-channel.ts';
+import type { ReceiveBuffer } from './receive-buffer.ts';
+import type { RndisDevice } from './rndis-device.ts';
+
+/** What the data path needs of its NIC. */
+export interface DataPathOwner {
+  readonly counters: NicCounters;
+  readonly rndis: RndisDevice;
+  readonly receiveBuffer: ReceiveBuffer | undefined;
+  readonly byIndex: readonly (NetvspChannel | undefined)[];
+  warn(message: string): void;
+}
+
+export interface DataPathOptions {
+  readonly backend: NetBackend;
+  readonly tap?: (direction: 'to-host' | 'to-guest', frame: Uint8Array) => void;
+}
+
+export class DataPath {
+  private readonly parsed: ParsedPacket = { dataOffset: 0, dataLength: 0, info: emptyFrameInfo() };
+  private readonly header = new DataView(new ArrayBuffer(256));
+  private readonly headerBytes = new Uint8Array(this.header.buffer);
+  private readonly offload: FrameOffload = noOffload();
+
+  constructor(
+    private readonly nic: DataPathOwner,
+    private readonly options: DataPathOptions,
+  ) {}
+
+  /** A frame from the guest: offloads mapped, checksums or segments made where the backend cannot. */
+  fromGuest(view: DataView, at: number, msgLen: number): boolean {
+    const problem = readPacket(view, at, msgLen, this.parsed);
+    if (problem) {
+      this.nic.counters.badRndis++;
+      this.nic.warn(problem);
+      return false;
+    }
+    const frame = new Uint8Array(
+      view.buffer,
+      view.byteOffset + at + this.parsed.dataOffset,
+      this.parsed.dataLength,
+    );
+    const info = this.parsed.info;
+    this.nic.counters.txFrames++;
+    this.nic.counters.txBytes += frame.length;
+    const backend = this.options.backend;
+    const offload = this.offload;
+    offload.needsChecksum = false;
+    offload.dataValid = false;
+    offload.gsoType = GsoType.None;
+    offload.gsoSize = 0;
+    const layout = info.lso || wantsL4Checksum(info.checksum) ? frameLayout(frame) : undefined;
+    if (info.lso && layout) {
+      this.nic.counters.txLso++;
+      const mss = lsoMss(info.lso);
+      if (backend.offloads.segmentation && mss > 0) {
+        offload.needsChecksum = true;
+        offload.csumStart = layout.l4;
+        offload.csumOffset = 16;
+        offload.gsoType = layout.ipv6 ? GsoType.TcpV6 : GsoType.TcpV4;
+        offload.gsoSize = mss;
+        offload.headerLength = layout.l4 + layout.l4HeaderLength;
+        this.toBackend(frame, offload, true);
+        return true;
+      }
+      const segments = segmentTcp(frame, mss);
+      if (!segments) return false;
+      this.nic.counters.txSegmented += segments.length;
+      for (const segment of segments) this.toBackend(segment, offload, false);
+      return true;
+    }
+    if (wantsL4Checksum(info.checksum) && layout) {
+      if (backend.offloads.checksum) {
+        offload.needsChecksum = true;
+        offload.csumStart = layout.l4;
+        offload.csumOffset = layout.protocol === 6 ? 16 : 6;
+        this.toBackend(frame, offload, true);
+        return true;
+      }
+      const copy = frame.slice();
+      fillChecksums(copy, (info.checksum & ChecksumInfo.txIpHeader) !== 0);
+      this.nic.counters.txChecksumsFilled++;
+      this.toBackend(copy, offload, false);
+      return true;
+    }
+    this.toBackend(frame, offload, false);
+    return true;
+  }
+
+  private toBackend(frame: Uint8Array, offload: FrameOffload, unfilled: boolean): void {
+    const tap = this.options.tap;
+    if (tap) {
+      if (unfilled) {
+        // The capture shows the frame as it will be on the wire.
+        const copy = frame.slice();
+        fillChecksums(copy, false);
+        tap('to-host', copy);
+      } else {
+        tap('to-host', frame);
+      }
+    }
+    this.options.backend.send(frame, offload);
+  }
+
+  // --- frames for the guest -------------------------------------------------------------
+
+  /** A frame from the backend; false when no receive section is free (the backend waits). */
+  fromBackend(frame: Uint8Array, offload: FrameOffload): boolean {
+    if (!this.nic.receiveBuffer || this.nic.rndis.packetFilter === 0) {
+      this.nic.counters.rxDropped++;
+      return true;
+    }
+    if (frame.length > this.nic.receiveBuffer.sectionSize - 128) {
+      // Larger than a section (a backend that ignored the MTU): not deliverable.
+      this.nic.counters.rxDropped++;
+      return true;
+    }
+    if (offload.needsChecksum) fillChecksums(frame, false);
+    const channel = this.channelFor(frame);
+    if (!channel) {
+      this.nic.counters.rxDropped++;
+      return true;
+    }
+    const info = this.parsed.info;
+    info.checksum = offload.needsChecksum || offload.dataValid ? this.validChecksumInfo(frame) : 0;
+    info.lso = 0;
+    info.vlan = -1;
+    info.fragment = 0;
+    const ok = channel.deliver(RndisChannelType.Data, (buffer, section) => {
+      const header = writePacketHeader(this.header, 0, frame.length, info);
+      buffer.write(section, 0, this.headerBytes, 0, header);
+      buffer.write(section, header, frame);
+      return header + frame.length;
+    });
+    if (!ok) return false;
+    this.nic.counters.rxFrames++;
+    this.nic.counters.rxBytes += frame.length;
+    this.options.tap?.('to-guest', frame);
+    return true;
+  }
+
+  /** The receive checksum info for a frame whose checksums the host vouches for. */
+  private validChecksumInfo(frame: Uint8Array): number {
+    const layout = frameLayout(frame);
+    if (!layout) return 0;
+    let value = layout.ipv6 ? 0 : ChecksumInfo.rxIpSucceeded;
+    if (layout.protocol === 6) value |= ChecksumInfo.rxTcpSucceeded;
+    else if (layout.protocol === 17) value |= ChecksumInfo.rxUdpSucceeded;
+    return value;
+  }
+
+  /** The channel RSS picks for a frame (its hash also goes to the guest), or the primary. */
+  private channelFor(frame: Uint8Array): NetvspChannel | undefined {
+    const table = this.nic.rndis.rssTable;
+    this.parsed.info.hash = -1;
+    if (table.length > 0 && this.nic.rndis.rssKey.length === 40) {
+      const input = rssInput(frame);
+      if (input) {
+        const hash = toeplitz(this.nic.rndis.rssKey, input);
+        this.parsed.info.hash = hash;
+        const channel = this.nic.byIndex[table[hash % table.length]!];
+        if (channel && !channel.closed) return channel;
+      }
+    }
+    const primary = this.nic.byIndex[0];
+    return primary && !primary.closed ? primary : undefined;
+  }
+}
