@@ -39,7 +39,9 @@ export const ALL_NVSP_VERSIONS: readonly number[] = [...LINUX_NVSP_VERSION_ORDER
 
 export function nvspVersionString(v: number): string {
   if (v === NvspVersion.V1) return '1';
-  return `${v >>> 16}${(v & 0xffff) === 0 || v === NvspVersion.V2 ? '' : `.${v & 0xffff}`}`;
+  // 0x30002 is what Linux calls NVSP_PROTOCOL_VERSION_2.
+  if (v === NvspVersion.V2) return '2';
+  return `${v >>> 16}${(v & 0xffff) === 0 ? '' : `.${v & 0xffff}`}`;
 }
 
 /** The NDIS version the guest announces: 6.1 up to NVSP 4, 6.30 from NVSP 5. */

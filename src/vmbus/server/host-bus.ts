@@ -8,6 +8,7 @@
 import { takeFlagBits } from '../../hv/flag-bits.ts';
 import type { HostPartition } from '../../hv/partition.ts';
 import { PAGE_SIZE } from '../../hv/protocol.ts';
+import { regionOverPages } from '../byte-region.ts';
 import { ChannelEndpoint } from '../channel.ts';
 import type { DeviceBus, MappedGpadl, OpenRequest, VmbusDevice } from '../device.ts';
 import {
@@ -16,7 +17,6 @@ import {
   VMBUS_MESSAGE_CONNECTION_ID_4,
   VmbusVersion,
 } from '../protocol.ts';
-import { regionOverPages } from '../byte-region.ts';
 import { Queue } from '../queue.ts';
 import { RateLimitedLog } from '../rate-limited-log.ts';
 import { Ring } from '../ring.ts';

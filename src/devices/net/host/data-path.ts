@@ -5,6 +5,8 @@
  * into the guest's receive buffer, on the channel RSS picks, with the
  * checksum info the guest may rely on.
  */
+
+import { type FrameOffload, type FramePort, GsoType, noOffload } from '../frame-port.ts';
 import { fillChecksums, frameLayout, rssInput, segmentTcp, toeplitz } from '../frames.ts';
 import { RndisChannelType } from '../protocol.ts';
 import {
@@ -16,7 +18,6 @@ import {
   writePacketHeader,
 } from '../rndis-message.ts';
 import { ChecksumInfo } from '../rndis-protocol.ts';
-import { type FrameOffload, GsoType, type NetBackend, noOffload } from './backend.ts';
 import type { NicCounters } from './netvsp.ts';
 import type { NetvspChannel } from './netvsp-channel.ts';
 import type { ReceiveBuffer } from './receive-buffer.ts';
@@ -32,7 +33,7 @@ export interface DataPathOwner {
 }
 
 export interface DataPathOptions {
-  readonly backend: NetBackend;
+  readonly backend: FramePort;
   readonly tap?: (direction: 'to-host' | 'to-guest', frame: Uint8Array) => void;
 }
 

@@ -5,11 +5,11 @@
  * the NIC cannot take at once wait, in order, up to a bound; more are
  * dropped and counted.
  */
-import { type FrameOffload, type FrameSink, type NetBackend, noOffload } from './backend.ts';
+import { type FrameOffload, type FramePort, type FrameSink, noOffload } from '../frame-port.ts';
 
 const MAX_WAITING = 4096;
 
-export class LoopbackBackend implements NetBackend {
+export class LoopbackBackend implements FramePort {
   readonly name = 'loopback';
   readonly offloads = { checksum: false, segmentation: false } as const;
   readonly link = true;

@@ -26,6 +26,7 @@ import type {
 } from '../../../vmbus/device.ts';
 import type { IncomingPacket, Queue } from '../../../vmbus/queue.ts';
 import { RateLimitedLog } from '../../../vmbus/rate-limited-log.ts';
+import type { FramePort } from '../frame-port.ts';
 import { type NvspReader, nvspMessage } from '../nvsp-message.ts';
 import {
   ALL_NVSP_VERSIONS,
@@ -44,7 +45,6 @@ import {
 } from '../protocol.ts';
 import { buildIndicateStatus, readControl } from '../rndis-control.ts';
 import { RndisMessageType, RndisStatus } from '../rndis-protocol.ts';
-import type { NetBackend } from './backend.ts';
 import { DataPath } from './data-path.ts';
 import { type ChannelCounters, NetvspChannel, type SendBuffer } from './netvsp-channel.ts';
 import { ReceiveBuffer, sectionSizeFor } from './receive-buffer.ts';
@@ -60,7 +60,7 @@ export interface NetvspOptions {
   readonly channels?: number;
   /** NVSP versions the host accepts (default: all six). */
   readonly versions?: readonly number[];
-  readonly backend: NetBackend;
+  readonly backend: FramePort;
   /** Link speed in bits per second (default 10 Gbit/s). */
   readonly linkSpeed?: number;
   readonly friendlyName?: string;
@@ -165,7 +165,7 @@ export class NetvspDevice implements VmbusDevice {
     );
   }
 
-  get backend(): NetBackend {
+  get backend(): FramePort {
     return this.options.backend;
   }
 

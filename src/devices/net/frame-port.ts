@@ -1,7 +1,10 @@
 /**
- * Where the host side of a NIC goes: a TAP device, a loopback, ... A backend
- * moves Ethernet frames; the offload facts travel beside them in the
- * virtio-net header's terms (Linux include/uapi/linux/virtio_net.h), which
+ * A frame port: where one side of a NIC meets the world outside the bus.
+ * On the host it is the NIC's backend (a TAP device, a loopback); in the
+ * guest it is the operating system's side of its netvsc NIC (a TAP named
+ * eth0 in the VM's namespace). A port moves
+ * Ethernet frames; the offload facts travel beside them in the virtio-net
+ * header's terms (Linux include/uapi/linux/virtio_net.h), which
  * is what a TAP opened with IFF_VNET_HDR speaks, so frames pass between the
  * TAP and RNDIS without the host touching their bytes.
  */
@@ -41,27 +44,27 @@ export function noOffload(): FrameOffload {
   };
 }
 
-/** What a backend can take from the guest without the host doing the work first. */
-export interface BackendOffloads {
-  /** Frames whose TCP/UDP checksum is left to the backend (needsChecksum). */
+/** What a port can take from the NIC without the NIC doing the work first. */
+export interface PortOffloads {
+  /** Frames whose TCP/UDP checksum is left to the port (needsChecksum). */
   readonly checksum: boolean;
-  /** Large TCP sends the backend segments itself (gsoType TcpV4/TcpV6). */
+  /** Large TCP sends the port segments itself (gsoType TcpV4/TcpV6). */
   readonly segmentation: boolean;
 }
 
-/** Frames towards the guest: false when the NIC cannot take this one now (wait for `resume`). */
+/** Frames from the port into the NIC: false when the NIC cannot take this one now (wait for `resume`). */
 export type FrameSink = (frame: Uint8Array, offload: FrameOffload) => boolean;
 
-export interface NetBackend {
+export interface FramePort {
   readonly name: string;
-  readonly offloads: BackendOffloads;
+  readonly offloads: PortOffloads;
   /** Carrier: whether the far side is there (a TAP that is up). */
   readonly link: boolean;
   /** Starts delivering frames; `onLink` hears carrier changes. */
   start(sink: FrameSink, onLink: (up: boolean) => void): void;
   /** The NIC can take frames again after the sink said no. */
   resume(): void;
-  /** A frame from the guest (checksums and segmentation as `offloads` allow). */
+  /** A frame out of the NIC (a view valid only during the call; checksums and segmentation as `offloads` allow). */
   send(frame: Uint8Array, offload: FrameOffload): void;
   /** Counters for status. */
   stats(): Record<string, number>;
