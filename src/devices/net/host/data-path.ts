@@ -18,10 +18,27 @@ import {
   writePacketHeader,
 } from '../rndis-message.ts';
 import { ChecksumInfo } from '../rndis-protocol.ts';
-import type { NicCounters } from './netvsp.ts';
 import type { NetvspChannel } from './netvsp-channel.ts';
 import type { ReceiveBuffer } from './receive-buffer.ts';
 import type { RndisDevice } from './rndis-device.ts';
+
+export interface NicCounters {
+  /** Frames the guest sent, and their bytes. */
+  txFrames: number;
+  txBytes: number;
+  /** Large sends (LSOv2) among them, and the segments the host cut when the backend could not. */
+  txLso: number;
+  txSegmented: number;
+  /** Checksums the guest delegated that the host computed. */
+  txChecksumsFilled: number;
+  /** Frames the backend delivered to the guest, and their bytes. */
+  rxFrames: number;
+  rxBytes: number;
+  /** Frames for the guest dropped: no receive buffer yet, packet filter closed, or too big. */
+  rxDropped: number;
+  /** RNDIS messages from the guest that did not parse. */
+  badRndis: number;
+}
 
 /** What the data path needs of its NIC. */
 export interface DataPathOwner {

@@ -45,7 +45,7 @@ import {
 } from '../protocol.ts';
 import { buildIndicateStatus, readControl } from '../rndis-control.ts';
 import { RndisMessageType, RndisStatus } from '../rndis-protocol.ts';
-import { DataPath } from './data-path.ts';
+import { DataPath, type NicCounters } from './data-path.ts';
 import { type ChannelCounters, NetvspChannel, type SendBuffer } from './netvsp-channel.ts';
 import { ReceiveBuffer, sectionSizeFor } from './receive-buffer.ts';
 import { RndisDevice } from './rndis-device.ts';
@@ -67,24 +67,6 @@ export interface NetvspOptions {
   /** Every frame, as it crossed (checksums filled in): for a capture. */
   readonly tap?: (direction: 'to-host' | 'to-guest', frame: Uint8Array) => void;
   readonly log?: (message: string) => void;
-}
-
-export interface NicCounters {
-  /** Frames the guest sent, and their bytes. */
-  txFrames: number;
-  txBytes: number;
-  /** Large sends (LSOv2) among them, and the segments the host cut when the backend could not. */
-  txLso: number;
-  txSegmented: number;
-  /** Checksums the guest delegated that the host computed. */
-  txChecksumsFilled: number;
-  /** Frames the backend delivered to the guest, and their bytes. */
-  rxFrames: number;
-  rxBytes: number;
-  /** Frames for the guest dropped: no receive buffer yet, packet filter closed, or too big. */
-  rxDropped: number;
-  /** RNDIS messages from the guest that did not parse. */
-  badRndis: number;
 }
 
 /** NVSP control steps as the host saw them on the primary channel, in order (for tests and logs). */
