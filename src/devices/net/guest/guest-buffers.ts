@@ -38,12 +38,21 @@ export class SharedPages {
     return shared;
   }
 
-  /** Tears the GPADL down and gives the pages back (the host no longer uses them). */
+  /** Tears the GPADL down and gives the pages back, while the channel is still open. */
   async unshare(device: GuestDevice): Promise<void> {
     if (this.gpadl) await device.teardownGpadl(this.gpadl).catch(() => {});
+    this.release();
+  }
+
+  /** Gives the pages back once closing the channel tore the GPADL down. */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
     this.gpadl = 0;
     this.pages.free(this.firstPfn, this.count);
   }
+
+  private released = false;
 }
 
 /** Fixed-size sections of the send buffer, handed out and back. */

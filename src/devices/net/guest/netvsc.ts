@@ -441,7 +441,13 @@ export class NetvscNic {
       await this.setup()
         .setPacketFilter(0)
         .catch(() => false);
-      this.sendControl(buildSimpleRequest(RndisMessageType.Halt, 0xffff));
+      // HALT has no answer: wait (briefly) for its send completion, as Linux waits for the drain.
+      if (this.sendControl(buildSimpleRequest(RndisMessageType.Halt, 0xffff))) {
+        const deadline = Date.now() + Math.min(2000, this.timeoutMs);
+        while (primary.inFlight > 0 && primary.queue.open && Date.now() < deadline) {
+          await new Promise((resolve) => setTimeout(resolve, 1));
+        }
+      }
     }
     if (primary && !primary.closed && primary.queue.open && this.receiveBuffer) {
       primary.post(nvspMessage(NvspMessageType.RevokeReceiveBuffer, NETVSC_RECEIVE_BUFFER_ID));
@@ -451,7 +457,8 @@ export class NetvscNic {
     this.rndis.failAll('netvsc NIC removed');
     const channels = this.channels.clear();
     for (const channel of channels) channel.close('netvsc NIC removed');
-    // Sub-channels first, then the primary.
+    // Sub-channels first, then the primary; closing a channel tears its GPADLs down (Linux does
+    // that after the close from VMBus 4.0 on), so the buffers' pages are then only freed.
     for (const channel of [...channels].reverse()) {
       await this.closers
         .get(channel.index)?.()
@@ -459,9 +466,9 @@ export class NetvscNic {
     }
     this.closers.clear();
     await port?.close().catch(() => {});
-    await this.receiveBuffer?.unshare(this.device);
+    this.receiveBuffer?.release();
     this.receiveBuffer = undefined;
-    await this.sections?.shared.unshare(this.device);
+    this.sections?.shared.release();
     this.sections = undefined;
     this.bounce?.close();
     this.bounce = undefined;
