@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "hvkit_native",
-      "sources": ["fallocate.c"],
+      "sources": ["fallocate.c", "tap.c"],
       "cflags": ["-Wall", "-Wextra", "-O2"]
     }
   ]

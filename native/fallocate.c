@@ -1,5 +1,6 @@
 /*
- * hvkit's native addon: fallocate(2) for disk image backends.
+ * hvkit's native addon: fallocate(2) for disk image backends (and, from
+ * tap.c, TAP devices for the NIC).
  *
  * Node's fs module cannot deallocate a range of a file (punch a hole) or
  * convert a range to unwritten zeroed extents; this addon exposes exactly
@@ -24,6 +25,8 @@
 #include <string.h>
 
 #include <node_api.h>
+
+#include "tap.h"
 
 typedef struct {
   napi_async_work work;
@@ -164,5 +167,6 @@ NAPI_MODULE_INIT() {
   export_int(env, exports, "KEEP_SIZE", FALLOC_FL_KEEP_SIZE);
   export_int(env, exports, "PUNCH_HOLE", FALLOC_FL_PUNCH_HOLE);
   export_int(env, exports, "ZERO_RANGE", FALLOC_FL_ZERO_RANGE);
+  if (tap_register(env, exports) != napi_ok) return NULL;
   return exports;
 }

@@ -89,8 +89,9 @@ export class Transmitter {
       const allowed = layout && tcp && (layout.ipv6 ? nic.offloads.lso6 : nic.offloads.lso4);
       if (layout && allowed && frame.length - layout.l4 <= nic.offloads.lsoMaxSize + 128) {
         info.lso = lsoValue(offload.gsoSize, layout.l4, layout.ipv6);
-        nic.counters.txLso++;
-        return this.place(channel, frame, false);
+        const placed = this.place(channel, frame, false);
+        if (placed === 'sent') nic.counters.txLso++;
+        return placed !== 'wait';
       }
       // The host takes no large send: segment it here, each segment with its checksums.
       const segments =
@@ -105,8 +106,9 @@ export class Transmitter {
         }
         return false;
       }
-      for (const segment of segments) this.place(channel, segment, false);
-      nic.counters.txSegmented += segments.length;
+      for (const segment of segments) {
+        if (this.place(channel, segment, false) === 'sent') nic.counters.txSegmented++;
+      }
       return true;
     }
     let fill = false;
@@ -125,16 +127,21 @@ export class Transmitter {
           (layout.ipv6 ? ChecksumInfo.txIpv6 : ChecksumInfo.txIpv4) |
           (layout.protocol === IPPROTO_TCP ? ChecksumInfo.txTcp : ChecksumInfo.txUdp) |
           (layout.l4 << ChecksumInfo.txTcpHeaderOffsetShift);
-        nic.counters.txChecksumOffloaded++;
       } else {
         fill = true;
       }
     }
-    return this.place(channel, frame, fill);
+    const placed = this.place(channel, frame, fill);
+    if (placed === 'sent' && info.checksum) nic.counters.txChecksumOffloaded++;
+    return placed !== 'wait';
   }
 
   /** Writes the RNDIS packet into a section or bounce buffer and sends it. */
-  private place(channel: NetvscChannel, frame: Uint8Array, fill: boolean): boolean {
+  private place(
+    channel: NetvscChannel,
+    frame: Uint8Array,
+    fill: boolean,
+  ): 'sent' | 'wait' | 'dropped' {
     const nic = this.nic;
     const total = packetOverhead(this.info) + frame.length;
     const sections = nic.sections;
@@ -149,16 +156,13 @@ export class Transmitter {
       if (bounce >= 0) target = nic.bounce.buffers[bounce]!.bytes;
     } else if (!nic.bounce || total > nic.bounce.bytesEach) {
       nic.counters.txDropped++;
-      return true;
+      return 'dropped';
     }
-    if (!target) return false;
+    if (!target) return 'wait';
     const view = new DataView(target.buffer, target.byteOffset, target.byteLength);
     const at = writePacketHeader(view, 0, frame.length, this.info);
     target.set(frame, at);
-    if (fill) {
-      fillChecksums(target.subarray(at, at + frame.length), false);
-      nic.counters.txChecksumsFilled++;
-    }
+    if (fill) fillChecksums(target.subarray(at, at + frame.length), false);
     const ok =
       section >= 0
         ? channel.sendSection(RndisChannelType.Data, section, total)
@@ -166,11 +170,12 @@ export class Transmitter {
     if (!ok) {
       if (section >= 0) sections?.release(section);
       else nic.bounce?.release(bounce);
-      return false;
+      return 'wait';
     }
     if (bounce >= 0) nic.counters.txBounced++;
+    if (fill) nic.counters.txChecksumsFilled++;
     nic.counters.txFrames++;
     nic.counters.txBytes += frame.length;
-    return true;
+    return 'sent';
   }
 }
