@@ -12,9 +12,10 @@
  *   tapWrite(fd, header, frame) -> bytes written, or -errno (one writev)
  *   pollStart(fd, callback) -> handle: calls callback() on the event loop
  *       each time fd becomes readable (libuv uv_poll, so worker threads work)
- *   pollStop(handle), pollClose(handle)
- *
- * Closing the fd (from JS) destroys a TAP this process created.
+ *   pollStop(handle), pollResume(handle), pollClose(handle)
+ *   tapClose(fd): closing the last fd of a TAP this process created removes
+ *       the interface (closed here: Node's fs would warn about a fd it did
+ *       not open, in a worker thread)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -160,6 +161,19 @@ static napi_value tap_write(napi_env env, napi_callback_info info) {
   return result;
 }
 
+static napi_value tap_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int fd;
+  if (argc < 1 || !get_fd(env, argv[0], &fd)) {
+    napi_throw_type_error(env, NULL, "tapClose(fd)");
+    return NULL;
+  }
+  if (close(fd) < 0 && errno != EINTR) return throw_errno(env, "close", errno);
+  return NULL;
+}
+
 /* One uv_poll watching a fd, calling a JS function when it is readable. */
 typedef struct {
   uv_poll_t poll;
@@ -270,7 +284,7 @@ napi_status tap_register(napi_env env, napi_value exports) {
     napi_callback fn;
   } functions[] = {
       {"tapOpen", tap_open},       {"tapSetOffload", tap_set_offload}, {"tapRead", tap_read},
-      {"tapWrite", tap_write},     {"pollStart", poll_start},          {"pollStop", poll_stop},
+      {"tapWrite", tap_write},     {"tapClose", tap_close},            {"pollStart", poll_start},          {"pollStop", poll_stop},
       {"pollResume", poll_resume}, {"pollClose", poll_close},
   };
   for (size_t i = 0; i < sizeof functions / sizeof functions[0]; i++) {

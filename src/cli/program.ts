@@ -3,7 +3,9 @@ import { backupCommand } from './backup.ts';
 import { copyFileCommand } from './copy-file.ts';
 import { decodeCommand } from './decode.ts';
 import { diskCommand } from './disk.ts';
+import { execCommand } from './exec.ts';
 import { kvpCommand } from './kvp.ts';
+import { nicCommand } from './nic.ts';
 import { runCommand } from './run.ts';
 import { shutdownCommand } from './shutdown.ts';
 import { statusCommand, stopCommand } from './status.ts';
@@ -24,6 +26,8 @@ export function buildProgram(): Command {
   program.addCommand(stopCommand());
   program.addCommand(shutdownCommand());
   program.addCommand(kvpCommand());
+  program.addCommand(nicCommand());
+  program.addCommand(execCommand());
   program.addCommand(copyFileCommand());
   program.addCommand(backupCommand());
   return program;

@@ -15,6 +15,7 @@ import {
 } from '../vmbus/protocol.ts';
 import { deviceKinds } from './device-kinds.ts';
 import { defaultIcEntry } from './devices/ic.ts';
+import { defaultNicEntry } from './devices/nic-config.ts';
 import { defaultScsiDevice } from './devices/scsi.ts';
 import { parseDuration, parseSize, sizeSchema, UnitError } from './units.ts';
 
@@ -90,6 +91,7 @@ export const vmConfigSchema = z
       .default([
         { type: 'echo', rate: 200, payload: 256, ring: 64 * 1024 },
         defaultScsiDevice(),
+        defaultNicEntry(),
         defaultIcEntry(),
       ]),
   })

@@ -43,6 +43,10 @@ export interface HostContext {
   /** Directory relative paths of the config resolve against (the config file's). */
   readonly baseDir: string;
   readonly log: (message: string) => void;
+  /** Takes a part a command created while the VM runs (hot add): its status shows, it closes at stop. */
+  readonly adopt: (part: HostPart) => void;
+  /** Lets go of an adopted part (after the command that removed it closed it). */
+  readonly release: (part: HostPart) => void;
 }
 
 export interface GuestContext {
@@ -86,8 +90,13 @@ export interface DeviceKind<C extends { type: string }, H extends HostPart = Hos
   readonly schema: z.ZodType<C, unknown>;
   /** `index` counts this kind's entries in config order (0 for the first). */
   createHost(config: C, context: HostContext, index: number): Promise<H>;
-  /** Registers the guest drivers for every entry of this kind (called once per kind present). */
+  /**
+   * Registers the guest drivers for every entry of this kind (called once per
+   * kind present, or always for a hot-pluggable kind: devices may arrive later).
+   */
   createGuest(configs: readonly C[], context: GuestContext): Promise<GuestPart>;
+  /** Whether a device of this kind can be added to a running VM (the guest binds it then). */
+  readonly hotPluggable?: boolean;
   /**
    * Commands available even when no entry of this kind is configured (e.g.
    * hot add); they see the parts this kind created, in config order.

@@ -86,7 +86,7 @@ port.on('message', (message: ToWorker) => {
 try {
   for (const kind of deviceKinds) {
     const entries = config.devices.filter((d) => d.type === kind.type);
-    if (entries.length === 0) continue;
+    if (entries.length === 0 && !kind.hotPluggable) continue;
     const part = await kind.createGuest(entries, context);
     parts.push(part);
     addCommands(commands, part.commands);

@@ -24,13 +24,20 @@ const bus = new HostBus(partition, {
   dedicatedInterrupts: config.vmbus.dedicated_interrupts,
   log,
 });
+const parts: HostPart[] = [];
 const context: HostContext = {
   bus,
   vmName: config.name,
   baseDir: config.base_dir ?? process.cwd(),
   log,
+  adopt: (part) => {
+    parts.push(part);
+  },
+  release: (part) => {
+    const at = parts.indexOf(part);
+    if (at >= 0) parts.splice(at, 1);
+  },
 };
-const parts: HostPart[] = [];
 /** The parts of each kind, in config order (what the kind's own commands act on). */
 const partsByKind = new Map<string, HostPart[]>();
 const commands = new Map<string, CommandHandler>();

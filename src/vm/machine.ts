@@ -8,9 +8,22 @@
 import type { Worker } from 'node:worker_threads';
 import { createPartition } from '../hv/partition.ts';
 import type { VmConfig } from './config.ts';
+import { canConfigureNetwork } from './network/ip.ts';
+import { leftovers, releaseOwned } from './network/owned.ts';
 import type { GuestStatus, HostStatus, VmStatus } from './status.ts';
 import { startTsWorker } from './worker-launch.ts';
 import type { FromWorker, ToWorker } from './worker-messages.ts';
+
+/** Namespaces and bridges an earlier run of this VM left behind when it was killed. */
+async function reclaimNetwork(vmName: string, onLog?: (line: string) => void): Promise<void> {
+  if (!canConfigureNetwork()) return;
+  const left = await leftovers(vmName);
+  if (left.length === 0) return;
+  const log = (line: string) => onLog?.(line);
+  const { removed, kept } = await releaseOwned(vmName, left, log);
+  if (removed.length > 0) log(`network: reclaimed ${removed.join(', ')} from an earlier run`);
+  if (kept.length > 0) log(`network: left ${kept.join(', ')} in use`);
+}
 
 export class VmError extends Error {
   override readonly name = 'VmError';
@@ -52,6 +65,7 @@ export class VirtualMachine {
 
   /** Boots the VM; resolves once the guest negotiated VMBus and probed its drivers. */
   static async start(config: VmConfig, options: VmOptions = {}): Promise<VirtualMachine> {
+    await reclaimNetwork(config.name, options.onLog);
     const handles = createPartition({ memoryBytes: config.memory, vpCount: config.vcpus });
     const workerData = { handles, config };
     const link = (side: Side): WorkerLink => ({

@@ -1,12 +1,62 @@
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 const root = join(import.meta.dirname, '..', '..');
 /** Each test process gets its own run directory, so VMs of parallel test files never share sockets. */
 export const runDir = mkdtempSync(join(tmpdir(), 'hvkit-test-run-'));
-process.on('exit', () => rmSync(runDir, { recursive: true, force: true }));
+process.on('exit', () => {
+  releaseNetworkLeftovers(runDir);
+  rmSync(runDir, { recursive: true, force: true });
+});
+
+/**
+ * Namespaces and bridges that VMs of this test process recorded and did not
+ * remove (a test killed them): removed when nothing but loopback is left in
+ * them, so no test leaves network state behind.
+ */
+function releaseNetworkLeftovers(dir: string): void {
+  let vmDirs: string[];
+  try {
+    vmDirs = readdirSync(dir).filter((n) => n.endsWith('.net'));
+  } catch {
+    return;
+  }
+  const ipJson = (args: string[]): { ifname?: string }[] => {
+    try {
+      return JSON.parse(execFileSync('ip', ['-j', ...args], { encoding: 'utf8' }));
+    } catch {
+      return [];
+    }
+  };
+  for (const vmDir of vmDirs) {
+    const records = readdirSync(join(dir, vmDir)).map(
+      (f) =>
+        JSON.parse(readFileSync(join(dir, vmDir, f), 'utf8')) as {
+          kind: string;
+          name: string;
+          netns?: string;
+        },
+    );
+    for (const r of records.filter((x) => x.kind === 'bridge')) {
+      const inNs = r.netns ? ['-n', r.netns] : [];
+      if (ipJson([...inNs, 'link', 'show', 'master', r.name]).length === 0) {
+        try {
+          execFileSync('ip', [...inNs, 'link', 'delete', r.name], { stdio: 'ignore' });
+        } catch {}
+      }
+    }
+    for (const r of records.filter((x) => x.kind === 'netns')) {
+      const links = ipJson(['-n', r.name, 'link', 'show']).filter((l) => l.ifname !== 'lo');
+      if (links.length === 0) {
+        try {
+          execFileSync('ip', ['netns', 'delete', r.name], { stdio: 'ignore' });
+        } catch {}
+      }
+    }
+  }
+}
 /** Runs the hvkit command (through its bin shim) and collects its output. */
 export function hvkit(
   args: string[],

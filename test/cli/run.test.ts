@@ -6,12 +6,13 @@ import { describe, it } from 'node:test';
 import { ECHO_CLASS_ID } from '../../src/devices/echo/protocol.ts';
 import { defaultConfig } from '../../src/vm/config.ts';
 import { icSchema } from '../../src/vm/devices/ic.ts';
+import { nicSchema } from '../../src/vm/devices/nic-config.ts';
 import { scsiSchema } from '../../src/vm/devices/scsi.ts';
 import { hvkit } from './hvkit.ts';
 
 /**
  * The channels the built-in VM's devices imply: one per echo device, each
- * SCSI controller's primary plus sub-channels, one per integration service.
+ * SCSI controller's and NIC's primary plus sub-channels, one per integration service.
  */
 function defaultChannelCount(): number {
   let n = 0;
@@ -19,6 +20,7 @@ function defaultChannelCount(): number {
     if (d.type === 'echo') n += 1;
     else if (d.type === 'scsi') n += scsiSchema.parse(d).channels;
     else if (d.type === 'ic') n += icSchema.parse(d).services.length;
+    else if (d.type === 'nic') n += nicSchema.parse(d).channels;
     else throw new Error(`the default VM has a ${d.type} device this test does not count`);
   }
   return n;

@@ -13,7 +13,6 @@
  * the fd, a bounded batch per wake-up; when the NIC cannot take a frame the
  * poll stops until `resume`.
  */
-import { closeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import {
   type FrameOffload,
@@ -29,6 +28,7 @@ interface TapAddon {
   tapSetOffload(fd: number, offloads: number): void;
   tapRead(fd: number, buffer: Uint8Array): number;
   tapWrite(fd: number, header: Uint8Array, frame: Uint8Array): number;
+  tapClose(fd: number): void;
   pollStart(fd: number, callback: (status: number) => void): unknown;
   pollStop(handle: unknown): void;
   pollResume(handle: unknown): void;
@@ -228,6 +228,6 @@ export class TapDevice implements FramePort {
     if (this.poll) this.native.pollClose(this.poll);
     this.poll = undefined;
     // Closing the last fd of a TAP this process created removes the interface.
-    closeSync(this.fd);
+    this.native.tapClose(this.fd);
   }
 }

@@ -132,6 +132,13 @@ export class HostBus {
       this.execute(this.server.rescind(relid));
   }
 
+  /** The id `addDevice` gave a device still on the bus, or undefined. */
+  deviceIdOf(device: VmbusDevice): number | undefined {
+    for (const [id, entry] of this.devices)
+      if (entry.device === device && !entry.removed) return id;
+    return undefined;
+  }
+
   deviceIds(): number[] {
     return [...this.devices.entries()].filter(([, e]) => !e.removed).map(([id]) => id);
   }

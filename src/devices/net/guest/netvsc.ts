@@ -481,7 +481,7 @@ export class NetvscNic {
     return this.channels.list().map((c) => ({ ...c.counters, inFlight: c.inFlight }));
   }
 
-  describe(): Record<string, unknown> {
+  describe() {
     return {
       state: this.state,
       ...(this.error ? { error: this.error } : {}),
