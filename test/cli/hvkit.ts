@@ -44,6 +44,7 @@ function releaseNetworkLeftovers(dir: string): void {
       if (ipJson([...inNs, 'link', 'show', 'master', r.name]).length === 0) {
         try {
           execFileSync('ip', [...inNs, 'link', 'delete', r.name], { stdio: 'ignore' });
+          rmSync(join('/run/hvkit/net', `bridge-${r.netns ?? ''}@${r.name}.json`), { force: true });
         } catch {}
       }
     }
@@ -52,6 +53,7 @@ function releaseNetworkLeftovers(dir: string): void {
       if (links.length === 0) {
         try {
           execFileSync('ip', ['netns', 'delete', r.name], { stdio: 'ignore' });
+          rmSync(join('/run/hvkit/net', `netns-${r.name}.json`), { force: true });
         } catch {}
       }
     }

@@ -17,7 +17,7 @@ import {
   moveLink,
   netnsExists,
 } from './ip.ts';
-import { type OwnedResource, recordOwned, releaseOwned } from './owned.ts';
+import { type OwnedResource, releaseOwned, useShared } from './owned.ts';
 
 export interface GuestSideSpec {
   readonly vmName: string;
@@ -46,11 +46,13 @@ export async function openGuestSide(spec: GuestSideSpec): Promise<GuestSide> {
   const owned: OwnedResource[] = [];
   let tap: TapDevice | undefined;
   try {
-    if (!(await netnsExists(spec.netns))) {
-      await addNetns(spec.netns);
-      owned.push({ kind: 'netns', name: spec.netns });
-      await recordOwned(spec.vmName, owned[0]!);
-    }
+    const used = await useShared(
+      spec.vmName,
+      { kind: 'netns', name: spec.netns },
+      () => netnsExists(spec.netns),
+      () => addNetns(spec.netns),
+    );
+    if (used) owned.push(used);
     if (await linkExists(spec.name, spec.netns)) {
       throw new Error(`namespace ${spec.netns} already has a link named ${spec.name}`);
     }

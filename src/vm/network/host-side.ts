@@ -17,7 +17,7 @@ import {
   moveLink,
   netnsExists,
 } from './ip.ts';
-import { type OwnedResource, recordOwned, releaseOwned } from './owned.ts';
+import { type OwnedResource, releaseOwned, useShared } from './owned.ts';
 
 export interface HostSideSpec {
   readonly vmName: string;
@@ -38,23 +38,26 @@ export interface HostSide {
 
 export async function openHostSide(spec: HostSideSpec): Promise<HostSide> {
   const owned: OwnedResource[] = [];
-  const own = async (r: OwnedResource): Promise<void> => {
-    owned.push(r);
-    await recordOwned(spec.vmName, r);
-  };
   let tap: TapDevice | undefined;
   try {
-    if (spec.netns && !(await netnsExists(spec.netns))) {
-      await addNetns(spec.netns);
-      await own({ kind: 'netns', name: spec.netns });
+    const { netns, bridge } = spec;
+    if (netns) {
+      const used = await useShared(
+        spec.vmName,
+        { kind: 'netns', name: netns },
+        () => netnsExists(netns),
+        () => addNetns(netns),
+      );
+      if (used) owned.push(used);
     }
-    if (spec.bridge && !(await linkExists(spec.bridge, spec.netns))) {
-      await addBridge(spec.bridge, spec.netns);
-      await own({
-        kind: 'bridge',
-        name: spec.bridge,
-        ...(spec.netns ? { netns: spec.netns } : {}),
-      });
+    if (bridge) {
+      const used = await useShared(
+        spec.vmName,
+        { kind: 'bridge', name: bridge, ...(netns ? { netns } : {}) },
+        () => linkExists(bridge, netns),
+        () => addBridge(bridge, netns),
+      );
+      if (used) owned.push(used);
     }
     if (await linkExists(spec.tap, spec.netns)) {
       throw new Error(

@@ -1,12 +1,15 @@
 /**
- * Namespaces and bridges a VM created, so that it removes them when it stops
- * and a VM that was killed has them reclaimed at its next start. Each one is
- * recorded as a file of its own under <run dir>/<vm>.net/ (the host and
- * guest workers record theirs without meeting). TAP devices need no record:
- * the kernel removes them when the process that opened them goes.
+ * Namespaces and bridges hvkit made, so that the VMs using them remove them
+ * when they stop and a VM that was killed has them reclaimed at its next
+ * start. Two records: a machine-wide mark per resource hvkit created
+ * (/run/hvkit/net: a namespace or bridge someone else made is never
+ * removed), and per VM the resources it created or joined, one file each
+ * under <run dir>/<vm>.net/ (the host and guest workers record theirs
+ * without meeting). TAP devices need no record: the kernel removes them when
+ * the process that opened them goes.
  *
  * What several VMs share — a bridge they all join, a host-side namespace
- * they all use — is removed only once nothing else is left in it: a bridge
+ * they all use — is removed by whichever VM leaves it empty: a bridge
  * without ports, a namespace holding nothing but its loopback (and bridges
  * about to go).
  */
@@ -19,6 +22,9 @@ export type OwnedResource =
   | { readonly kind: 'netns'; readonly name: string }
   | { readonly kind: 'bridge'; readonly name: string; readonly netns?: string };
 
+/** Machine-wide marks of what hvkit created (a tmpfs: gone at reboot, with the namespaces). */
+const MARKS = '/run/hvkit/net';
+
 function directory(vmName: string): string {
   return join(controlDirectory(), `${vmName}.net`);
 }
@@ -26,6 +32,26 @@ function directory(vmName: string): string {
 function fileName(resource: OwnedResource): string {
   const where = resource.kind === 'bridge' ? `${resource.netns ?? ''}@` : '';
   return `${resource.kind}-${where}${resource.name}.json`;
+}
+
+/** Marks a namespace or bridge as made by hvkit (call right after creating it). */
+export async function markCreated(resource: OwnedResource): Promise<void> {
+  await mkdir(MARKS, { recursive: true });
+  await writeFile(join(MARKS, fileName(resource)), JSON.stringify(resource));
+}
+
+/** Whether hvkit made this existing namespace or bridge (another VM may still use it). */
+export async function madeByHvkit(resource: OwnedResource): Promise<boolean> {
+  try {
+    await readFile(join(MARKS, fileName(resource)));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function unmark(resource: OwnedResource): Promise<void> {
+  await rm(join(MARKS, fileName(resource)), { force: true });
 }
 
 export async function recordOwned(vmName: string, resource: OwnedResource): Promise<void> {
@@ -70,12 +96,9 @@ export async function releaseOwned(
   for (const b of bridges) {
     const label = `bridge ${b.name}${b.netns ? ` in ${b.netns}` : ''}`;
     try {
-      if (b.netns && !(await netnsExists(b.netns))) {
+      if ((b.netns && !(await netnsExists(b.netns))) || !(await linkExists(b.name, b.netns))) {
         await forget(vmName, b);
-        continue;
-      }
-      if (!(await linkExists(b.name, b.netns))) {
-        await forget(vmName, b);
+        await unmark(b);
         continue;
       }
       const ports = await bridgePorts(b.name, b.netns);
@@ -85,6 +108,7 @@ export async function releaseOwned(
       }
       await deleteLink(b.name, b.netns);
       await forget(vmName, b);
+      await unmark(b);
       removed.push(label);
       const key = b.netns ?? '';
       goneBridges.set(key, (goneBridges.get(key) ?? new Set()).add(b.name));
@@ -96,6 +120,7 @@ export async function releaseOwned(
     try {
       if (!(await netnsExists(s.name))) {
         await forget(vmName, s);
+        await unmark(s);
         continue;
       }
       const others = await otherLinks(s.name, goneBridges.get(s.name) ?? new Set());
@@ -105,6 +130,7 @@ export async function releaseOwned(
       }
       await deleteNetns(s.name);
       await forget(vmName, s);
+      await unmark(s);
       removed.push(`namespace ${s.name}`);
     } catch (error) {
       log(`network: cannot remove namespace ${s.name}: ${(error as Error).message}`);
@@ -138,4 +164,25 @@ export async function leftovers(vmName: string): Promise<OwnedResource[]> {
     }
   }
   return out;
+}
+
+/**
+ * Makes sure a namespace or bridge exists for a VM: creates it (and marks
+ * it) when missing; when it exists and hvkit made it, the VM joins it. Either
+ * way the VM records it, to remove it when it is left empty.
+ */
+export async function useShared(
+  vmName: string,
+  resource: OwnedResource,
+  exists: () => Promise<boolean>,
+  create: () => Promise<void>,
+): Promise<OwnedResource | undefined> {
+  if (!(await exists())) {
+    await create();
+    await markCreated(resource);
+  } else if (!(await madeByHvkit(resource))) {
+    return undefined;
+  }
+  await recordOwned(vmName, resource);
+  return resource;
 }
