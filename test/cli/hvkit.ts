@@ -49,7 +49,12 @@ function releaseNetworkLeftovers(dir: string): void {
       }
     }
     for (const r of records.filter((x) => x.kind === 'netns')) {
-      const links = ipJson(['-n', r.name, 'link', 'show']).filter((l) => l.ifname !== 'lo');
+      // A killed VM's TAP devices go a moment after it: wait for them (briefly).
+      let links = ipJson(['-n', r.name, 'link', 'show']).filter((l) => l.ifname !== 'lo');
+      for (let i = 0; i < 20 && links.length > 0; i++) {
+        execFileSync('sleep', ['0.1']);
+        links = ipJson(['-n', r.name, 'link', 'show']).filter((l) => l.ifname !== 'lo');
+      }
       if (links.length === 0) {
         try {
           execFileSync('ip', ['netns', 'delete', r.name], { stdio: 'ignore' });

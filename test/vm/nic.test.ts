@@ -5,49 +5,18 @@
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
 import { callVm } from '../../src/cli/control-client.ts';
 import { netnsExists } from '../../src/vm/network/ip.ts';
-import { hvkit, startVm } from '../cli/hvkit.ts';
 import { requireRoot, serveFile, TestNamespaces, waitForPort } from '../devices/net/namespaces.ts';
+import { boot, guestExec, stopVm, type Vm } from './nic-vm.ts';
 
 const exec = promisify(execFile);
 const pid = process.pid;
-
-interface Vm {
-  readonly socket: string;
-  readonly exit: ReturnType<typeof hvkit>;
-  kill(signal?: NodeJS.Signals): void;
-}
-
-async function boot(dir: string, name: string, nic: object): Promise<Vm> {
-  const file = join(dir, `${name}.yaml`);
-  const socket = join(dir, `${name}.sock`);
-  await writeFile(
-    file,
-    JSON.stringify({ name, memory: '96M', devices: [{ type: 'nic', ...nic }] }, null, 2),
-  );
-  const vm = await startVm([file, '--control', socket], 120_000);
-  return { socket, exit: vm.exit, kill: vm.kill };
-}
-
-/** `hvkit exec` in the VM's guest namespace; resolves with stdout (rejects on a non-zero exit). */
-async function guestExec(vm: Vm, argv: string[], timeoutMs = 60_000): Promise<string> {
-  const result = await hvkit(['exec', '--socket', vm.socket, '--', ...argv], { timeoutMs });
-  if (result.code !== 0)
-    throw new Error(`${argv.join(' ')} exited ${result.code}: ${result.stderr}${result.stdout}`);
-  return result.stdout;
-}
-
-async function stopVm(vm: Vm): Promise<void> {
-  await callVm(vm.socket, 'stop').catch(() => {});
-  const result = await vm.exit;
-  assert.equal(result.code, 0, result.stderr);
-}
 
 describe('a VM with a NIC between two namespaces', () => {
   const spaces = new TestNamespaces();
