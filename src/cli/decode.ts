@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Command, InvalidArgumentError } from 'commander';
+import { decodeNvsp, decodeRndis, NetDecodeError } from '../devices/net/decode.ts';
 import {
   DecodeError,
   decodeChannelMessage,
@@ -14,6 +15,8 @@ const decoders: Record<string, (bytes: Uint8Array) => Json> = {
   'hv-message': decodeHvMessage,
   packet: decodePacket,
   ring: decodeRing,
+  nvsp: decodeNvsp,
+  rndis: decodeRndis,
 };
 
 /**
@@ -41,7 +44,7 @@ export function readInput(argument: string): Uint8Array {
 export function decodeCommand(): Command {
   return new Command('decode')
     .description(
-      'decode VMBus bytes to JSON: a channel message, a 256-byte SynIC message, a ring packet, or a ring image',
+      'decode VMBus bytes to JSON: a channel message, a 256-byte SynIC message, a ring packet, a ring image, an NVSP or an RNDIS message',
     )
     .argument('<kind>', `one of: ${Object.keys(decoders).join(', ')}`, (value) => {
       if (!(value in decoders)) {
@@ -57,6 +60,7 @@ export function decodeCommand(): Command {
       } catch (error) {
         if (
           error instanceof DecodeError ||
+          error instanceof NetDecodeError ||
           (error instanceof Error && /not hex/.test(error.message))
         ) {
           console.error(`hvkit decode ${kind}: ${error.message}`);
