@@ -27,7 +27,10 @@ function withTarget(command: Command): Command {
   return command;
 }
 
-/** `hvkit kvp get|set|delete|list`: the guest's key-value pools through the KVP integration service. */
+/**
+ * `hvkit kvp get|set|delete|list|ip`: the guest's key-value pools, and its
+ * adapters' IP configuration, through the KVP integration service.
+ */
 export function kvpCommand(): Command {
   const kvp = new Command('kvp').description(
     "read and write the guest's key-value pairs (KVP integration service)",
@@ -90,6 +93,51 @@ export function kvpCommand(): Command {
         if (options.json) console.log(JSON.stringify(result.entries, null, 2));
         else for (const { key, value } of result.entries) console.log(`${key}=${value}`);
       }),
+    ),
+  );
+  const ipTarget = (command: Command): Command => {
+    for (const option of targetOptions()) command.addOption(option);
+    return command;
+  };
+  kvp.addCommand(
+    ipTarget(
+      new Command('ip')
+        .description(
+          "the guest's configuration of the adapter with this MAC (GET_IP_INFO), or set it (SET_IP_INFO)",
+        )
+        .argument('<mac>', 'the adapter, e.g. 00:15:5d:00:00:01')
+        .option('--set <cidr...>', 'give the adapter these addresses (e.g. 192.0.2.5/24)')
+        .option('--gateway <ip>', 'with --set: the default gateway')
+        .option('--dns <ip...>', 'with --set: name servers')
+        .option('--json', 'print JSON'),
+    ).action(
+      (
+        mac: string,
+        options: TargetOptions & {
+          set?: string[];
+          gateway?: string;
+          dns?: string[];
+          json?: boolean;
+        },
+      ) =>
+        withVm(async () => {
+          if (options.set) {
+            await callVm(socketFor(options), 'kvp', {
+              op: 'ip-set',
+              mac,
+              addresses: options.set,
+              ...(options.gateway ? { gateway: options.gateway } : {}),
+              dns: options.dns ?? [],
+            });
+            return;
+          }
+          const info = (await callVm(socketFor(options), 'kvp', { op: 'ip-get', mac })) as Record<
+            string,
+            unknown
+          >;
+          if (options.json) console.log(JSON.stringify(info, null, 2));
+          else for (const [k, v] of Object.entries(info)) console.log(`${k}=${v}`);
+        }),
     ),
   );
   return kvp;

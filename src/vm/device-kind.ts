@@ -9,6 +9,7 @@ import { z } from 'zod';
 import type { VmbusClient } from '../vmbus/client/vmbus-client.ts';
 import type { VmbusDevice } from '../vmbus/device.ts';
 import type { HostBus } from '../vmbus/server/host-bus.ts';
+import type { GuestNetwork } from './guest-network.ts';
 
 /** A control command handler: JSON-able arguments in, JSON-able result out. */
 export type CommandHandler = (args: Record<string, unknown>) => Promise<unknown> | unknown;
@@ -55,6 +56,8 @@ export interface GuestContext {
   /** Directory relative paths of the config resolve against (the config file's). */
   readonly baseDir: string;
   readonly log: (message: string) => void;
+  /** The interfaces the guest's NICs made, for the services that report or set addresses (KVP). */
+  readonly network: GuestNetwork;
   /** Asks the VM to stop (a guest-initiated shutdown, e.g. by the shutdown service). */
   readonly requestStop: (reason: { restart: boolean; exitCode: number }) => void;
 }

@@ -9,6 +9,7 @@ import { VmbusClient } from '../vmbus/client/vmbus-client.ts';
 import { versionPlan } from './config.ts';
 import type { CommandHandler, GuestContext, GuestPart } from './device-kind.ts';
 import { deviceKinds } from './device-kinds.ts';
+import { GuestNetwork } from './guest-network.ts';
 import { channelView, type GuestStatus } from './status.ts';
 import { addCommands, runCommand } from './worker-commands.ts';
 import type { FromWorker, ToWorker, WorkerInit } from './worker-messages.ts';
@@ -31,6 +32,7 @@ const context: GuestContext = {
   vmName: config.name,
   baseDir: config.base_dir ?? process.cwd(),
   log,
+  network: new GuestNetwork(),
   requestStop: ({ restart, exitCode }) => post({ type: 'request-stop', restart, exitCode }),
 };
 const parts: GuestPart[] = [];

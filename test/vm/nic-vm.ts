@@ -11,7 +11,12 @@ export interface Vm {
   kill(signal?: NodeJS.Signals): void;
 }
 
-export async function boot(dir: string, name: string, nic: object | object[]): Promise<Vm> {
+export async function boot(
+  dir: string,
+  name: string,
+  nic: object | object[],
+  others: object[] = [],
+): Promise<Vm> {
   const file = join(dir, `${name}.yaml`);
   const socket = join(dir, `${name}.sock`);
   await writeFile(
@@ -20,7 +25,10 @@ export async function boot(dir: string, name: string, nic: object | object[]): P
       {
         name,
         memory: '96M',
-        devices: (Array.isArray(nic) ? nic : [nic]).map((n) => ({ type: 'nic', ...n })),
+        devices: [
+          ...(Array.isArray(nic) ? nic : [nic]).map((n) => ({ type: 'nic', ...n })),
+          ...others,
+        ],
       },
       null,
       2,

@@ -210,6 +210,21 @@ const kvpArgs = z.discriminatedUnion('op', [
   z.object({ op: z.literal('get'), pool, key }),
   z.object({ op: z.literal('delete'), pool, key }),
   z.object({ op: z.literal('list'), pool }),
+  z.object({ op: z.literal('ip-get'), mac: z.string().min(1) }),
+  z.object({
+    op: z.literal('ip-set'),
+    mac: z.string().min(1),
+    /** Addresses with their prefix, "192.0.2.5/24" or "fd00::5/64". */
+    addresses: z
+      .array(
+        z
+          .string()
+          .regex(/^[0-9a-fA-F.:]+\/\d{1,3}$/, 'an address with its prefix, like 192.0.2.5/24'),
+      )
+      .min(1),
+    gateway: z.string().optional(),
+    dns: z.array(z.string()).default([]),
+  }),
   z.object({
     op: z.literal('set'),
     pool,
@@ -323,6 +338,33 @@ export const icKind: DeviceKind<IcConfig> = {
             return { ok: true };
           case 'list':
             return { entries: await vsp.list(args.pool) };
+          case 'ip-get':
+            return await vsp.getIpInfo(args.mac);
+          case 'ip-set': {
+            // The wire wants addresses and masks as separate lists (IPv4 masks dotted, IPv6 "/n").
+            const ips = args.addresses.map((a) => a.split('/')[0]!);
+            const masks = args.addresses.map((a) => {
+              const [address, prefix] = a.split('/') as [string, string];
+              if (address.includes(':')) return `/${prefix}`;
+              const n = Number(prefix);
+              const bits = n === 0 ? 0 : (0xffff_ffff << (32 - n)) >>> 0;
+              return [bits >>> 24, (bits >>> 16) & 0xff, (bits >>> 8) & 0xff, bits & 0xff].join(
+                '.',
+              );
+            });
+            await vsp.setIpInfo({
+              adapterId: args.mac,
+              addrFamily:
+                (ips.some((a) => !a.includes(':')) ? 1 : 0) |
+                (ips.some((a) => a.includes(':')) ? 2 : 0),
+              dhcpEnabled: false,
+              ipAddr: ips.join(';'),
+              subNet: masks.join(';'),
+              gateway: args.gateway ?? '',
+              dns: args.dns.join(';'),
+            });
+            return { ok: true };
+          }
         }
       }),
 
@@ -379,7 +421,7 @@ export const icKind: DeviceKind<IcConfig> = {
     };
   },
 
-  async createGuest(configs, { client, vmName, log, requestStop }) {
+  async createGuest(configs, { client, vmName, log, requestStop, network }) {
     if (configs.length > 1) {
       throw new Error(
         `a VM has one ic device entry (it lists the services), this config has ${configs.length}`,
@@ -408,8 +450,10 @@ export const icKind: DeviceKind<IcConfig> = {
           })
         : undefined,
       kvp: on.has('kvp')
-        ? new KvpService(new KvpPools(config.kvp.pool_dir ?? defaultPoolDir(vmName)), (m) =>
-            log(`ic: ${m}`),
+        ? new KvpService(
+            new KvpPools(config.kvp.pool_dir ?? defaultPoolDir(vmName)),
+            (m) => log(`ic: ${m}`),
+            network,
           )
         : undefined,
       fcopy: on.has('fcopy')

@@ -130,11 +130,14 @@ export async function createNicGuest(
         sides.set(nic, side);
         placed.set(nic, placement);
         nic.attachPort(side.port);
+        context.network.add({ mac: nic.macString, name: guest.name, netns: guest.netns });
+        await context.network.refresh();
         log(
           `netvsc: nic${placement.index} is ${guest.name} in namespace ${guest.netns}${guest.address ? ` at ${guest.address}` : ''}`,
         );
       },
       onDown: async (nic) => {
+        context.network.remove(nic.macString);
         const side = sides.get(nic);
         sides.delete(nic);
         placed.delete(nic);
@@ -144,6 +147,11 @@ export async function createNicGuest(
     };
   });
   context.client.registerDriver(driver);
+  // Addresses change (KVP's SET_IP_INFO, or someone with `hvkit exec ip addr`): read them again now and then.
+  const refresher = setInterval(() => {
+    if (sides.size > 0) void context.network.refresh();
+  }, 2000);
+  refresher.unref();
 
   const views = (): GuestNicView[] =>
     [...driver.nics.values()].map((nic) => {
@@ -203,6 +211,8 @@ export async function createNicGuest(
         .join('; ');
       return { type: 'netvsc', summary: `netvsc: ${text || 'no NICs'}`, nics, failures };
     },
-    stop: async () => {},
+    stop: async () => {
+      clearInterval(refresher);
+    },
   };
 }

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname, machine, networkInterfaces, release, type } from 'node:os';
 import { KVP_AUTO_KEYS } from '../protocol.ts';
+import type { NetInterface } from './ip-info.ts';
 import type { KvpRecord } from './pool-file.ts';
 
 /** The version the guest reports as IntegrationServicesVersion (Linux's HV_DRV_VERSION). */
@@ -41,9 +42,17 @@ function osRelease(): { name?: string; versionId?: string } {
   return {};
 }
 
-/** The guest's non-loopback addresses of one family, ';'-separated. */
-export function addresses(family: 'IPv4' | 'IPv6'): string {
+/**
+ * The guest's non-loopback addresses of one family, ';'-separated: its NICs'
+ * when it has any, else the process's own interfaces'.
+ */
+export function addresses(family: 'IPv4' | 'IPv6', guest: readonly NetInterface[] = []): string {
   const out: string[] = [];
+  if (guest.length > 0) {
+    for (const n of guest)
+      for (const a of n.addresses) if (a.family === family) out.push(a.address);
+    return out.join(';');
+  }
   for (const list of Object.values(networkInterfaces())) {
     for (const a of list ?? []) {
       if (!a.internal && a.family === family) out.push(a.address);
@@ -53,14 +62,14 @@ export function addresses(family: 'IPv4' | 'IPv6'): string {
 }
 
 /** The auto pool's records, freshly gathered. */
-export function autoPoolRecords(): KvpRecord[] {
+export function autoPoolRecords(guest: readonly NetInterface[] = []): KvpRecord[] {
   const os = osRelease();
   const kernel = release();
   const values: Record<(typeof KVP_AUTO_KEYS)[number], string> = {
     FullyQualifiedDomainName: hostname(),
     IntegrationServicesVersion: INTEGRATION_SERVICES_VERSION,
-    NetworkAddressIPv4: addresses('IPv4'),
-    NetworkAddressIPv6: addresses('IPv6'),
+    NetworkAddressIPv4: addresses('IPv4', guest),
+    NetworkAddressIPv6: addresses('IPv6', guest),
     OSBuildNumber: kernel,
     OSName: os.name ?? type(),
     OSMajorVersion: os.versionId ?? '',

@@ -66,10 +66,71 @@ function nameServers(): string[] {
   }
 }
 
-/** The configuration of the interface with this MAC address, or undefined. */
-export function interfaceIpInfo(adapterId: string): IpInfo | undefined {
+/**
+ * A guest network interface as the guest's NICs report it (its namespace's
+ * addresses, not the process's): what GET_IP_INFO and the auto pool use
+ * when the guest has NICs of its own.
+ */
+export interface NetInterface {
+  /** "00:15:5D:01:02:03" */
+  readonly mac: string;
+  readonly name: string;
+  readonly addresses: readonly {
+    readonly family: 'IPv4' | 'IPv6';
+    readonly address: string;
+    readonly prefixLength: number;
+  }[];
+  readonly gateways: readonly string[];
+}
+
+/** A dotted IPv4 mask for a prefix length. */
+function ipv4Mask(prefix: number): string {
+  const bits = prefix <= 0 ? 0 : (0xffff_ffff << (32 - Math.min(32, prefix))) >>> 0;
+  return [bits >>> 24, (bits >>> 16) & 0xff, (bits >>> 8) & 0xff, bits & 0xff].join('.');
+}
+
+function fromNetInterface(n: NetInterface): IpInfo {
+  let family = AddrFamily.None;
+  for (const a of n.addresses) family |= a.family === 'IPv4' ? AddrFamily.IPv4 : AddrFamily.IPv6;
+  return {
+    adapterId: n.mac,
+    addrFamily: family,
+    dhcpEnabled: false,
+    ipAddr: n.addresses.map((a) => a.address).join(';'),
+    subNet: n.addresses
+      .map((a) => (a.family === 'IPv4' ? ipv4Mask(a.prefixLength) : `/${a.prefixLength}`))
+      .join(';'),
+    gateway: n.gateways.join(';'),
+    dns: nameServers().join(';'),
+  };
+}
+
+/** The prefix length of a dotted IPv4 mask or a "/64" IPv6 one (undefined when neither). */
+export function maskPrefix(mask: string): number | undefined {
+  const text = mask.trim();
+  if (text.startsWith('/')) {
+    const n = Number(text.slice(1));
+    return Number.isInteger(n) && n >= 0 && n <= 128 ? n : undefined;
+  }
+  if (!isIPv4(text)) return undefined;
+  const bits = text.split('.').reduce((acc, part) => acc * 256 + Number(part), 0);
+  let prefix = 0;
+  while (prefix < 32 && bits & (2 ** (31 - prefix))) prefix++;
+  return prefix;
+}
+
+/**
+ * The configuration of the interface with this MAC address, or undefined:
+ * among the guest's NICs when it has any, else among the process's own.
+ */
+export function interfaceIpInfo(
+  adapterId: string,
+  guestInterfaces: readonly NetInterface[] = [],
+): IpInfo | undefined {
   const mac = normalizeMac(adapterId);
   if (!mac) return undefined;
+  const guest = guestInterfaces.find((n) => normalizeMac(n.mac) === mac);
+  if (guest) return fromNetInterface(guest);
   for (const [name, list] of Object.entries(networkInterfaces())) {
     const addresses = (list ?? []).filter((a) => !a.internal && normalizeMac(a.mac) === mac);
     if (addresses.length === 0) continue;

@@ -36,7 +36,14 @@ import {
 import { decodeUtf16z, writeUtf16Field } from '../utf16.ts';
 import type { IcAnswer, IcGuestService, IcRequest } from '../vsc.ts';
 import { autoPoolRecords } from './auto-pool.ts';
-import { type IpInfo, interfaceIpInfo, loadIpConfig, saveIpConfig } from './ip-info.ts';
+import {
+  type IpInfo,
+  interfaceIpInfo,
+  loadIpConfig,
+  type NetInterface,
+  normalizeMac,
+  saveIpConfig,
+} from './ip-info.ts';
 import type { KvpPools } from './pool-file.ts';
 
 /** Linux reads KVP messages into four pages. */
@@ -56,6 +63,13 @@ const V_KEY = hvKvpExchgMsgValue.offsetOf('key');
 const V_VALUE = hvKvpExchgMsgValue.offsetOf('value');
 const IP = hvKvpIpMsg.offsetOf('kvp_ip_val');
 const ip = (field: string): number => IP + hvKvpIpaddrValue.offsetOf(field);
+
+/** The guest's NICs as KVP sees them: their addresses, and a way to configure one. */
+export interface GuestNetworkAccess {
+  interfaces(): readonly NetInterface[];
+  /** Applies a SET_IP_INFO to the guest interface with that MAC. */
+  configure?(info: IpInfo): Promise<void>;
+}
 
 export interface KvpStats {
   get: number;
@@ -79,13 +93,14 @@ export class KvpService implements IcGuestService {
   constructor(
     readonly pools: KvpPools,
     private readonly log: (message: string) => void = () => {},
+    private readonly network?: GuestNetworkAccess,
   ) {
     this.refreshAutoPool();
   }
 
   /** Rewrites the auto pool's generated keys (other records in it stay). */
   refreshAutoPool(): void {
-    const fresh = autoPoolRecords();
+    const fresh = autoPoolRecords(this.network?.interfaces() ?? []);
     const generated = new Set(fresh.map((r) => r.key));
     const others = this.pools.read(KvpPool.Auto).filter((r) => !generated.has(r.key));
     this.pools.write(KvpPool.Auto, [...fresh, ...others]);
@@ -220,7 +235,9 @@ export class KvpService implements IcGuestService {
 
   private getIpInfo(body: Uint8Array): number {
     const adapter = decodeUtf16z(body.subarray(ip('adapter_id'), ip('addr_family')), 256);
-    const info = interfaceIpInfo(adapter) ?? loadIpConfig(this.pools.directory, adapter);
+    const info =
+      interfaceIpInfo(adapter, this.network?.interfaces() ?? []) ??
+      loadIpConfig(this.pools.directory, adapter);
     if (!info) return this.fail(`GET_IP_INFO: no adapter ${JSON.stringify(adapter)}`);
     body[ip('addr_family')] = info.addrFamily;
     body[ip('dhcp_enabled')] = info.dhcpEnabled ? 1 : 0;
@@ -245,7 +262,20 @@ export class KvpService implements IcGuestService {
     };
     if (info.adapterId === '') return IcStatus.GUID_NOTFOUND;
     const problem = saveIpConfig(this.pools.directory, info);
-    return problem ? IcStatus.INVALIDARG : IcStatus.S_OK;
+    if (problem) return IcStatus.INVALIDARG;
+    // One of the guest's own NICs: its interface takes the configuration too.
+    const mac = normalizeMac(info.adapterId);
+    const network = this.network;
+    if (
+      mac &&
+      network?.configure &&
+      network.interfaces().some((n) => normalizeMac(n.mac) === mac)
+    ) {
+      network
+        .configure(info)
+        .catch((error: Error) => this.log(`kvp: SET_IP_INFO for ${mac}: ${error.message}`));
+    }
+    return IcStatus.S_OK;
   }
 
   summary(): string {
