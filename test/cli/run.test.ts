@@ -59,8 +59,10 @@ describe('hvkit run', () => {
     const echo = report.status.guest.channels.find((c) => c.classId === ECHO_CLASS_ID);
     assert.ok(echo, 'the default VM has an echo channel');
     const counters = echo.counters;
-    assert.ok(counters.packetsSent > 0);
-    assert.equal(counters.packetsSent, counters.packetsReceived);
+    assert.ok(counters.packetsReceived > 0);
+    // The status is taken while the echo traffic runs: at most its 128 requests in flight lack an echo.
+    const unanswered = counters.packetsSent - counters.packetsReceived;
+    assert.ok(unanswered >= 0 && unanswered <= 128, `${unanswered} requests without an echo`);
   });
 
   it('runs a config file with an older host and the FreeBSD order', async () => {
