@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import logUpdate from 'log-update';
 import {
   ConfigError,
   defaultConfig,
@@ -134,12 +135,9 @@ async function run(configPath: string | undefined, options: RunOptions): Promise
         );
       }
       let last: VmStatus = first;
-      let drawnLines = 0;
+      // The live view redraws in place, every line fitted to the terminal's width.
       const draw = (status: VmStatus): void => {
-        const text = formatStatus(status);
-        if (drawnLines > 0) process.stdout.write(`\x1b[${drawnLines}A\x1b[J`);
-        process.stdout.write(`${text}\n`);
-        drawnLines = text.split('\n').length;
+        logUpdate(formatStatus(status, process.stdout.columns || 80));
       };
       while (!failure && !interrupted && !stopRequest) {
         const remaining = deadline - Date.now();
@@ -185,8 +183,10 @@ async function run(configPath: string | undefined, options: RunOptions): Promise
           ),
         );
       } else {
-        if (live) draw(last);
-        else console.log(formatStatus(last));
+        if (live) {
+          draw(last);
+          logUpdate.done();
+        } else console.log(formatStatus(last));
         console.log(
           shutdownError
             ? `shutdown failed: ${shutdownError.message}`

@@ -80,8 +80,24 @@ export function channelView(
   };
 }
 
-/** Renders the status as the table `hvkit run` shows. */
-export function formatStatus(status: VmStatus): string {
+/** A line cut to `width` columns (with an ellipsis), or kept whole without a width. */
+function fit(line: string, width: number | undefined): string {
+  if (width === undefined || line.length <= width) return line;
+  return `${line.slice(0, Math.max(0, width - 1))}…`;
+}
+
+/**
+ * Renders the status as the table `hvkit run` shows. With a width (a live
+ * view in a terminal) every line fits it: below 132 columns the channel
+ * table drops its ring and byte columns, and longer lines are cut.
+ */
+export function formatStatus(status: VmStatus, width?: number): string {
+  return formatLines(status, width !== undefined && width < 132)
+    .map((line) => fit(line, width))
+    .join('\n');
+}
+
+function formatLines(status: VmStatus, compact: boolean): string[] {
   const { host, guest } = status;
   const lines: string[] = [];
   const version = guest.version ? versionString(guest.version) : 'not connected';
@@ -94,8 +110,11 @@ export function formatStatus(status: VmStatus): string {
       `; host: ${host.state}, ${host.messagesIn} messages in, ${host.messagesOut} out, ${host.dropped} dropped;` +
       ` hypervisor: ${host.hypervisor.posts} posts, ${host.hypervisor.signals} guest signals`,
   );
+  const columns = (cells: string[]): string =>
+    // The compact table keeps relid, class, sub, state and packets.
+    (compact ? [cells[0], cells[1], cells[2], cells[3], cells[6]] : cells).join(' ').trimEnd();
   lines.push(
-    [
+    columns([
       'relid'.padEnd(6),
       'class'.padEnd(12),
       'sub'.padEnd(4),
@@ -105,7 +124,7 @@ export function formatStatus(status: VmStatus): string {
       'packets out/in'.padEnd(18),
       'bytes out/in'.padEnd(16),
       'signals sent/suppressed',
-    ].join(' '),
+    ]),
   );
   const hostByRelid = new Map(host.channels.map((c) => [c.relid, c]));
   for (const c of guest.channels) {
@@ -115,7 +134,7 @@ export function formatStatus(status: VmStatus): string {
     const k = c.counters;
     const hk = h?.counters;
     lines.push(
-      [
+      columns([
         String(c.relid).padEnd(6),
         (deviceClassName(c.classId) ?? c.classId.slice(0, 8)).padEnd(12),
         String(c.subchannelIndex).padEnd(4),
@@ -127,7 +146,7 @@ export function formatStatus(status: VmStatus): string {
         k
           ? `guest ${k.signalsSent}/${k.signalsSuppressed}, host ${hk ? `${hk.signalsSent}/${hk.signalsSuppressed}` : '-'}`
           : '-',
-      ].join(' ') + (c.error ? `  ERROR ${c.error}` : ''),
+      ]) + (c.error ? `  ERROR ${c.error}` : ''),
     );
   }
   if (guest.channels.length === 0) lines.push('(no channels offered)');
@@ -138,5 +157,5 @@ export function formatStatus(status: VmStatus): string {
     for (const device of devices) lines.push(`${side} ${device.summary}`);
   }
   for (const reason of host.lastDropReasons.slice(-3)) lines.push(`host dropped: ${reason}`);
-  return lines.join('\n');
+  return lines;
 }

@@ -203,8 +203,8 @@ export async function createNicGuest(
         .map((n) => {
           const where = n.name ? `${n.name} in ${n.netns}` : 'no guest TAP';
           return (
-            `nic${n.nic} ${n.mac} NVSP ${n.nvsp}/NDIS ${n.ndis}, ${n.channels} channel(s), ${where}: ` +
-            `tx ${n.txFrames} (${formatBytes(n.txBytes)}), rx ${n.rxFrames} (${formatBytes(n.rxBytes)})`
+            `nic${n.nic} ${where} NVSP ${n.nvsp}/NDIS ${n.ndis} ${n.channels}ch: ` +
+            `tx ${n.txFrames} (${formatBytes(n.txBytes)}), rx ${n.rxFrames} (${formatBytes(n.rxBytes)}); ${n.mac}`
           );
         })
         .concat(failures.map((f) => `probe failed: ${f.error}`))

@@ -95,10 +95,11 @@ export async function createNicHost(
     const d = vsp.describe();
     const version = vsp.version ? `NVSP ${nvspVersionString(vsp.version)}` : 'not connected';
     const channels = vsp.channelCounters().map((ch) => ch.guestPackets + ch.hostMessages);
+    // The figures first: a live view in a narrow terminal cuts lines at the end.
     return (
-      `nic${index} ${mac}: ${version}, ${d.channels} channel(s) [${channels.join(', ')}], ${where}; ` +
-      `from guest ${c.txFrames} frames ${formatBytes(c.txBytes)} (${c.txLso} LSO), ` +
-      `to guest ${c.rxFrames} frames ${formatBytes(c.rxBytes)}, ${c.rxDropped} dropped` +
+      `nic${index} ${version} ${d.channels}ch [${channels.join(', ')}]: ` +
+      `from guest ${c.txFrames} (${formatBytes(c.txBytes)}, ${c.txLso} LSO), ` +
+      `to guest ${c.rxFrames} (${formatBytes(c.rxBytes)}), ${c.rxDropped} dropped; ${mac} ${where}` +
       (capture ? `; capture ${capture.frames} frames` : '')
     );
   };
