@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian tools the interop tests drive (qemu-img, fio, nbdkit,
-# nbdinfo/nbdcopy, nbdfuse, tshark, iperf3, socat, e2fsprogs) when any is missing.
+# nbdinfo/nbdcopy, nbdfuse, tshark, iperf3, socat, curl, e2fsprogs, iproute2) when any is missing.
 # A test never skips because a tool is absent: this script installs it, or
 # fails naming what could not be installed.
 set -euo pipefail
@@ -18,6 +18,9 @@ declare -A tool_package=(
   [tshark]=tshark
   [iperf3]=iperf3
   [socat]=socat
+  [curl]=curl
+  [sha256sum]=coreutils
+  [timeout]=coreutils
   [mkfs.ext4]=e2fsprogs
   [ip]=iproute2
   [ping]=iputils-ping
