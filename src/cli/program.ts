@@ -16,7 +16,9 @@ import { statusCommand, stopCommand } from './status.ts';
  */
 export function buildProgram(): Command {
   const program = new Command('hvkit')
-    .description('Hyper-V synthetic I/O stack: VMBus, storvsc/storvsp, integration services')
+    .description(
+      'Hyper-V synthetic I/O stack: VMBus, storvsc/storvsp, netvsc/netvsp, integration services',
+    )
     .version('0.1.0')
     .showHelpAfterError();
   program.addCommand(runCommand());
