@@ -2,8 +2,7 @@
  * Ethernet frames as the NIC's offloads need them: where the IP and TCP/UDP
  * headers are, the Internet checksum (RFC 1071) over a pseudo-header, TCP
  * segmentation of a large send (what LSOv2 delegates: RFC 793 sequence
- * numbers, IPv4 ids, flags on the last segment only), and the Toeplitz hash
- * RSS picks a channel with (Microsoft's RSS specification). Frames are
+ * numbers, IPv4 ids, flags on the last segment only). Frames are
  * untrusted bytes: every reader checks lengths and answers undefined for
  * what it cannot parse.
  */
@@ -200,42 +199,4 @@ function fixLengths(frame: Uint8Array, layout: FrameLayout, payloadLength: numbe
   const l4Length = layout.l4HeaderLength + payloadLength;
   if (layout.ipv6) v.setUint16(layout.l3 + 4, layout.l4 - layout.l3 - 40 + l4Length);
   else v.setUint16(layout.l3 + 2, layout.l4 - layout.l3 + l4Length);
-}
-
-/**
- * The Toeplitz hash of `input` under `key` (40 bytes), as RSS defines it:
- * for each set bit of the input, XOR in the 32 key bits that start there.
- */
-export function toeplitz(key: Uint8Array, input: Uint8Array): number {
-  let result = 0;
-  // The 32-bit window of the key, slid one bit per input bit.
-  let window = ((key[0]! << 24) | (key[1]! << 16) | (key[2]! << 8) | key[3]!) >>> 0;
-  for (let i = 0; i < input.length; i++) {
-    const byte = input[i]!;
-    for (let b = 7; b >= 0; b--) {
-      if (byte & (1 << b)) result = (result ^ window) >>> 0;
-      const nextBitIndex = i * 8 + (7 - b) + 32;
-      const nextByte = key[nextBitIndex >> 3] ?? 0;
-      const nextBit = (nextByte >> (7 - (nextBitIndex & 7))) & 1;
-      window = ((window << 1) | nextBit) >>> 0;
-    }
-  }
-  return result >>> 0;
-}
-
-/**
- * The RSS hash input of a frame: source and destination address, then the
- * ports for TCP (NDIS_HASH_TCP_IPV4/6), or only the addresses otherwise.
- */
-export function rssInput(frame: Uint8Array): Uint8Array | undefined {
-  const layout = frameLayout(frame);
-  if (!layout) return undefined;
-  const addresses = layout.ipv6
-    ? frame.subarray(layout.l3 + 8, layout.l3 + 40)
-    : frame.subarray(layout.l3 + 12, layout.l3 + 20);
-  if (layout.protocol !== IPPROTO_TCP) return addresses.slice();
-  const out = new Uint8Array(addresses.length + 4);
-  out.set(addresses);
-  out.set(frame.subarray(layout.l4, layout.l4 + 4), addresses.length);
-  return out;
 }

@@ -7,7 +7,7 @@
  */
 
 import { type FrameOffload, type FramePort, GsoType, noOffload } from '../frame-port.ts';
-import { fillChecksums, frameLayout, rssInput, segmentTcp, toeplitz } from '../frames.ts';
+import { fillChecksums, frameLayout, segmentTcp } from '../frames.ts';
 import { RndisChannelType } from '../protocol.ts';
 import {
   emptyFrameInfo,
@@ -18,6 +18,7 @@ import {
   writePacketHeader,
 } from '../rndis-message.ts';
 import { ChecksumInfo } from '../rndis-protocol.ts';
+import { ToeplitzHasher } from '../toeplitz.ts';
 import type { NetvspChannel } from './netvsp-channel.ts';
 import type { ReceiveBuffer } from './receive-buffer.ts';
 import type { RndisDevice } from './rndis-device.ts';
@@ -59,6 +60,7 @@ export class DataPath {
   private readonly header = new DataView(new ArrayBuffer(256));
   private readonly headerBytes = new Uint8Array(this.header.buffer);
   private readonly offload: FrameOffload = noOffload();
+  private hasher: ToeplitzHasher | undefined;
 
   constructor(
     private readonly nic: DataPathOwner,
@@ -191,10 +193,11 @@ export class DataPath {
   private channelFor(frame: Uint8Array): NetvspChannel | undefined {
     const table = this.nic.rndis.rssTable;
     this.parsed.info.hash = -1;
-    if (table.length > 0 && this.nic.rndis.rssKey.length === 40) {
-      const input = rssInput(frame);
-      if (input) {
-        const hash = toeplitz(this.nic.rndis.rssKey, input);
+    const key = this.nic.rndis.rssKey;
+    if (table.length > 0 && key.length === 40) {
+      if (this.hasher?.key !== key) this.hasher = new ToeplitzHasher(key);
+      const hash = this.hasher.frameHash(frame);
+      if (hash !== undefined) {
         this.parsed.info.hash = hash;
         const channel = this.nic.byIndex[table[hash % table.length]!];
         if (channel && !channel.closed) return channel;
