@@ -66,6 +66,11 @@ export interface FramePort {
   resume(): void;
   /** A frame out of the NIC (a view valid only during the call; checksums and segmentation as `offloads` allow). */
   send(frame: Uint8Array, offload: FrameOffload): void;
+  /**
+   * Whether the port may hand the NIC frames of up to 64 KiB (TCP GSO with a
+   * partial checksum) instead of MTU-sized ones; ports that cannot leave it out.
+   */
+  acceptLarge?(on: boolean): void;
   /** Counters for status. */
   stats(): Record<string, number>;
   close(): Promise<void>;

@@ -34,7 +34,7 @@ export interface FrameInfo {
   vlan: number;
   /** NBL_HASH_VALUE, or -1 when absent. */
   hash: number;
-  /** rndis_pktinfo_id flags of an RSC fragment, or 0. */
+  /** rndis_pktinfo_id flags of an RSC fragment (RndisPktinfoFlag), or 0. */
   fragment: number;
 }
 
@@ -49,6 +49,7 @@ export function packetOverhead(info: FrameInfo): number {
   if (info.lso) n += PPI_HEADER + 4;
   if (info.vlan >= 0) n += PPI_HEADER + 4;
   if (info.hash >= 0) n += PPI_HEADER + 4;
+  if (info.fragment) n += PPI_HEADER + 4;
   return n;
 }
 
@@ -89,6 +90,9 @@ export function writePacketHeader(
   if (info.lso) p = putPpi(target, p, PpiType.TcpLargeSend, info.lso);
   if (info.vlan >= 0) p = putPpi(target, p, PpiType.Ieee8021q, info.vlan);
   if (info.hash >= 0) p = putPpi(target, p, PpiType.HashValue, info.hash);
+  // rndis_pktinfo_id {ver, flag, pkt_id}: an internal type (the high bit set).
+  if (info.fragment)
+    p = putPpi(target, p, (RNDIS_PKTINFO_ID | 0x8000_0000) >>> 0, info.fragment << 8);
   return p;
 }
 

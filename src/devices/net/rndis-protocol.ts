@@ -138,6 +138,8 @@ export const OffloadParam = {
   txRxEnabled: 4,
   lsov2Disabled: 1,
   lsov2Enabled: 2,
+  rscDisabled: 1,
+  rscEnabled: 2,
 } as const;
 
 /** ndis_offload capability bits. */

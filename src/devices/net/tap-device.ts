@@ -124,6 +124,18 @@ export class TapDevice implements FramePort {
     this.name = opened.name;
   }
 
+  /** What the kernel may hand this end: MTU frames, or partial-checksum GSO frames too. */
+  acceptLarge(on: boolean): void {
+    if (this.closed) return;
+    const a = this.native;
+    const flags = on
+      ? a.TUN_F_CSUM | a.TUN_F_TSO4 | a.TUN_F_TSO6
+      : this.options.accept.checksum
+        ? a.TUN_F_CSUM | (this.options.accept.segmentation ? a.TUN_F_TSO4 | a.TUN_F_TSO6 : 0)
+        : 0;
+    a.tapSetOffload(this.fd, flags);
+  }
+
   start(sink: FrameSink): void {
     if (this.closed) return;
     this.sink = sink;

@@ -276,6 +276,65 @@ describe('netvsc/netvsp data path', () => {
     }
   });
 
+  it('sends a large received TCP frame coalesced (RSC) to a 6.1 guest, which takes it whole', async () => {
+    const rig = await makeNetRig();
+    try {
+      const nic = rig.nic;
+      assert.ok(nic);
+      assert.equal(nic.offloads.rsc, true, 'the guest asked for RSC');
+      assert.deepEqual([rig.vsp.coalescing.v4, rig.vsp.coalescing.v6], [true, true]);
+      const payload = pattern(60_000, 11);
+      const frame = buildFrame({ payload, from: PEER_MAC, to: TEST_MAC, unfilled: true });
+      const gso = {
+        needsChecksum: true,
+        csumStart: 34,
+        csumOffset: 16,
+        gsoType: GsoType.TcpV4,
+        gsoSize: 1448,
+      };
+      assert.equal(rig.hostPort.inject(frame, gso), true);
+      await until(() => rig.guestPort.seen.length === 1, 2000, 'the coalesced frame');
+      const seen = rig.guestPort.seen[0];
+      assert.deepEqual(seen?.frame, frame, 'the fragments joined back byte for byte');
+      assert.equal(seen?.offload.gsoType, GsoType.TcpV4);
+      assert.equal(seen?.offload.needsChecksum, true);
+      assert.equal(seen?.offload.csumStart, 34);
+      assert.equal(rig.vsp.counters.rxCoalesced, 1);
+      assert.equal(nic.counters.rxCoalesced, 1);
+      // Fragments of one section each, all in use until the guest completed them.
+      assert.ok(rig.vsp.channelCounters().reduce((n, c) => n + c.hostMessages, 0) >= 60_000 / 1728);
+    } finally {
+      await rig.close();
+    }
+  });
+
+  it('segments a large received TCP frame for a guest without RSC', async () => {
+    const rig = await makeNetRig({
+      guest: { offloads: { checksum: true, lso: true, rsc: false } },
+    });
+    try {
+      assert.equal(rig.nic?.offloads.rsc, false);
+      assert.deepEqual([rig.vsp.coalescing.v4, rig.vsp.coalescing.v6], [false, false]);
+      const payload = pattern(20_000, 5);
+      const frame = buildFrame({ payload, from: PEER_MAC, to: TEST_MAC, unfilled: true });
+      rig.hostPort.inject(frame, {
+        needsChecksum: true,
+        csumStart: 34,
+        csumOffset: 16,
+        gsoType: GsoType.TcpV4,
+        gsoSize: 1448,
+      });
+      const segments = Math.ceil(20_000 / 1448);
+      await until(() => rig.guestPort.seen.length === segments, 2000, 'the segments');
+      const frames = rig.guestPort.seen.map((x) => x.frame);
+      assert.deepEqual(payloads(frames), payload);
+      for (const f of frames) assert.ok(checksumsValid(f) && f.length <= 1514);
+      assert.equal(rig.vsp.counters.rxCoalesced, 0);
+    } finally {
+      await rig.close();
+    }
+  });
+
   it('tells the guest when the backend loses and regains its carrier', async () => {
     const rig = await makeNetRig();
     try {

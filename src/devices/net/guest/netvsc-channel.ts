@@ -25,6 +25,7 @@ import {
   NvspStatus,
   type RndisChannelType,
 } from '../protocol.ts';
+import { CoalescedFrame } from './coalesced-frame.ts';
 import type { SharedPages } from './guest-buffers.ts';
 
 /** Requests one channel keeps outstanding (sends and control). */
@@ -65,6 +66,8 @@ export interface GuestChannelOwner {
 
 export class NetvscChannel {
   readonly counters: GuestChannelCounters;
+  /** The frame the host is sending coalesced on this channel, fragment by fragment. */
+  readonly coalesced = new CoalescedFrame();
   readonly requests: RequestTable<Outstanding>;
   private readonly nvsp = new NvspReader();
   private copy: Uint8Array;

@@ -16,7 +16,8 @@
  */
 import { ChannelSet } from '../../../vmbus/channel-set.ts';
 import type { GuestDevice, VmbusDriver } from '../../../vmbus/device.ts';
-import { type FrameOffload, type FramePort, noOffload } from '../frame-port.ts';
+import { type FrameOffload, type FramePort, GsoType, noOffload } from '../frame-port.ts';
+import { ETH_HLEN, frameLayout, IPPROTO_TCP } from '../frames.ts';
 import { nvspMessage } from '../nvsp-message.ts';
 import {
   LINUX_NVSP_VERSION_ORDER,
@@ -86,6 +87,8 @@ export interface ReceiveCounters {
   rxDropped: number;
   /** Frames whose checksums the host vouched for. */
   rxChecksumValid: number;
+  /** Frames the host sent coalesced (RSC) that went to the port as one large receive. */
+  rxCoalesced: number;
   /** RNDIS messages from the host that did not parse. */
   badRndis: number;
   /** Link changes the host indicated. */
@@ -134,6 +137,7 @@ export class NetvscNic {
     rxBytes: 0,
     rxDropped: 0,
     rxChecksumValid: 0,
+    rxCoalesced: 0,
     badRndis: 0,
     linkChanges: 0,
   };
@@ -196,7 +200,14 @@ export class NetvscNic {
     this.closers.set(0, () => channel.close());
     try {
       this.version = await negotiateVersion(primary, order, this.timeoutMs, this.steps);
-      this.ndisVersion = sendNdisSettings(primary, this.version, this.mtu, this.steps);
+      const wish = this.options.offloads ?? { checksum: true, lso: true };
+      this.ndisVersion = sendNdisSettings(
+        primary,
+        this.version,
+        this.mtu,
+        this.steps,
+        wish.rsc ?? true,
+      );
       await this.postBuffers(primary);
       const facts = await this.setup().bringUp(
         this.mtu,
@@ -342,7 +353,7 @@ export class NetvscNic {
     }
     const view = new DataView(message.buffer, message.byteOffset, message.byteLength);
     if (view.getUint32(0, true) === RndisMessageType.Packet)
-      return this.receivedFrame(view, message);
+      return this.receivedFrame(channel, view, message);
     const m = readControl(message);
     if (typeof m === 'string') {
       this.counters.badRndis++;
@@ -358,31 +369,62 @@ export class NetvscNic {
     return NvspStatus.Success;
   }
 
-  private receivedFrame(view: DataView, message: Uint8Array): NvspStatus {
+  private receivedFrame(channel: NetvscChannel, view: DataView, message: Uint8Array): NvspStatus {
     const problem = readPacket(view, 0, message.length, this.parsed);
     if (problem) {
       this.counters.badRndis++;
       return NvspStatus.Failure;
+    }
+    const start = this.parsed.dataOffset;
+    let frame = message.subarray(start, start + this.parsed.dataLength);
+    let checksum = this.parsed.info.checksum;
+    const joined = channel.coalesced.add(this.parsed.info.fragment, frame, checksum);
+    if (joined === 'more') return NvspStatus.Success;
+    if (joined === 'dropped') {
+      this.counters.rxDropped++;
+      return NvspStatus.Success;
+    }
+    if (joined === 'done') {
+      frame = channel.coalesced.take();
+      checksum = channel.coalesced.checksum;
     }
     const port = this.port;
     if (!port || this.state !== 'ready') {
       this.counters.rxDropped++;
       return NvspStatus.Success;
     }
-    const frame = message.subarray(
-      this.parsed.dataOffset,
-      this.parsed.dataOffset + this.parsed.dataLength,
-    );
-    const checksum = this.parsed.info.checksum;
     const offload = this.rxOffload;
     const ok = ChecksumInfo.rxTcpSucceeded | ChecksumInfo.rxUdpSucceeded;
     const bad = ChecksumInfo.rxTcpFailed | ChecksumInfo.rxUdpFailed | ChecksumInfo.rxIpFailed;
-    offload.dataValid = (checksum & ok) !== 0 && (checksum & bad) === 0;
-    if (offload.dataValid) this.counters.rxChecksumValid++;
+    const valid = (checksum & ok) !== 0 && (checksum & bad) === 0;
+    offload.dataValid = valid;
+    offload.needsChecksum = false;
+    offload.gsoType = GsoType.None;
+    offload.gsoSize = 0;
+    if (valid) this.counters.rxChecksumValid++;
+    if (joined === 'done' && frame.length > this.mtu + 14) this.asLargeReceive(frame, offload);
     this.counters.rxFrames++;
     this.counters.rxBytes += frame.length;
     port.send(frame, offload);
     return NvspStatus.Success;
+  }
+
+  /**
+   * A coalesced TCP segment larger than the MTU goes to the port as a GSO
+   * frame with a partial checksum (what the stack takes from a GRO'd packet):
+   * the host vouched for its data, and the segment size is the MTU's.
+   */
+  private asLargeReceive(frame: Uint8Array, offload: FrameOffload): void {
+    const layout = frameLayout(frame);
+    if (!layout || layout.protocol !== IPPROTO_TCP) return;
+    this.counters.rxCoalesced++;
+    offload.needsChecksum = true;
+    offload.dataValid = false;
+    offload.csumStart = layout.l4;
+    offload.csumOffset = 16;
+    offload.gsoType = layout.ipv6 ? GsoType.TcpV6 : GsoType.TcpV4;
+    offload.headerLength = layout.l4 + layout.l4HeaderLength;
+    offload.gsoSize = Math.max(1, this.mtu - (layout.l4 - ETH_HLEN) - layout.l4HeaderLength);
   }
 
   private indication(m: ControlMessage): void {

@@ -75,11 +75,14 @@ export function sendNdisSettings(
   version: number,
   mtu: number,
   steps: InitStep[],
+  coalesce = true,
 ): number {
   if (version >= NvspVersion.V2) {
     let capability = VscCapability.ieee8021q;
     // The teaming bit makes the host send link-speed changes (NVSP 5).
     if (version >= NvspVersion.V5) capability |= VscCapability.teaming;
+    // Received TCP segments coalesced by the host (RSC), from NVSP 6.1.
+    if (version >= NvspVersion.V61 && coalesce) capability |= VscCapability.rsc;
     const lo = Number(capability & 0xffff_ffffn);
     const hi = Number(capability >> 32n);
     primary.post(nvspMessage(NvspMessageType.SendNdisConfig, mtu + 14, 0, lo, hi));

@@ -95,6 +95,8 @@ export interface GuestOffloads {
   lso6: boolean;
   /** Largest large send the host takes (bytes), 0 without LSO. */
   lsoMaxSize: number;
+  /** The host coalesces received TCP segments (RSC) for this guest. */
+  rsc: boolean;
 }
 
 export function noGuestOffloads(): GuestOffloads {
@@ -106,6 +108,7 @@ export function noGuestOffloads(): GuestOffloads {
     lso4: false,
     lso6: false,
     lsoMaxSize: 0,
+    rsc: false,
   };
 }
 
@@ -131,6 +134,8 @@ const NDIS_LSOV2_CAP_IP6 = NdisLsov2Cap.ip6Ext | NdisLsov2Cap.tcp6Options;
 export interface OffloadWish {
   readonly checksum: boolean;
   readonly lso: boolean;
+  /** Receive segment coalescing (NVSP 6.1; Linux's LRO feature). */
+  readonly rsc?: boolean;
 }
 
 export class RndisSetup {
@@ -285,6 +290,13 @@ export class RndisSetup {
       }
     }
     on.lsoMaxSize = on.lso4 || on.lso6 ? lsoMax : 0;
+    // RSC when the host can do it for both IP versions (rndis_netdev_set_hwcaps); the
+    // parameters' rsc bytes exist only in the full object (NVSP 5 on).
+    if ((wish.rsc ?? true) && v >= NvspVersion.V61 && hw.rsc[0] && hw.rsc[1]) {
+      on.rsc = true;
+      params[ndisOffloadParams.offsetOf('rsc_ip_v4')] = OffloadParam.rscEnabled;
+      params[ndisOffloadParams.offsetOf('rsc_ip_v6')] = OffloadParam.rscEnabled;
+    }
     // Up to NVSP 4 only the first 22 bytes go, and no UDP checksum offload.
     const length = v <= NvspVersion.V4 ? VERSION_4_OFFLOAD_SIZE : ndisOffloadParams.size;
     params[0] = NdisObjectType.default;

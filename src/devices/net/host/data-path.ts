@@ -13,11 +13,12 @@ import {
   emptyFrameInfo,
   lsoMss,
   type ParsedPacket,
+  packetOverhead,
   readPacket,
   wantsL4Checksum,
   writePacketHeader,
 } from '../rndis-message.ts';
-import { ChecksumInfo } from '../rndis-protocol.ts';
+import { ChecksumInfo, RndisPktinfoFlag } from '../rndis-protocol.ts';
 import { ToeplitzHasher } from '../toeplitz.ts';
 import type { NetvspChannel } from './netvsp-channel.ts';
 import type { ReceiveBuffer } from './receive-buffer.ts';
@@ -37,6 +38,8 @@ export interface NicCounters {
   rxBytes: number;
   /** Frames for the guest dropped: no receive buffer yet, packet filter closed, or too big. */
   rxDropped: number;
+  /** Large frames the guest took coalesced (RSC fragments). */
+  rxCoalesced: number;
   /** RNDIS messages from the guest that did not parse. */
   badRndis: number;
 }
@@ -47,6 +50,8 @@ export interface DataPathOwner {
   readonly rndis: RndisDevice;
   readonly receiveBuffer: ReceiveBuffer | undefined;
   readonly byIndex: readonly (NetvspChannel | undefined)[];
+  /** Whether the guest takes large TCP frames coalesced, per IP version. */
+  readonly coalescing: { readonly v4: boolean; readonly v6: boolean };
   warn(message: string): void;
 }
 
@@ -54,6 +59,13 @@ export interface DataPathOptions {
   readonly backend: FramePort;
   readonly tap?: (direction: 'to-host' | 'to-guest', frame: Uint8Array) => void;
 }
+
+/** Room a section keeps for the RNDIS header and per-packet info in front of a frame. */
+const SECTION_HEADROOM = 128;
+/** Linux's NVSP_RSC_MAX: the most fragments of one coalesced frame. */
+const MAX_FRAGMENTS = 562;
+/** The offload state of a segment the host made (checksums filled). */
+const FILLED = noOffload();
 
 export class DataPath {
   private readonly parsed: ParsedPacket = { dataOffset: 0, dataLength: 0, info: emptyFrameInfo() };
@@ -146,14 +158,13 @@ export class DataPath {
 
   /** A frame from the backend; false when no receive section is free (the backend waits). */
   fromBackend(frame: Uint8Array, offload: FrameOffload): boolean {
-    if (!this.nic.receiveBuffer || this.nic.rndis.packetFilter === 0) {
+    const buffer = this.nic.receiveBuffer;
+    if (!buffer || this.nic.rndis.packetFilter === 0) {
       this.nic.counters.rxDropped++;
       return true;
     }
-    if (frame.length > this.nic.receiveBuffer.sectionSize - 128) {
-      // Larger than a section (a backend that ignored the MTU): not deliverable.
-      this.nic.counters.rxDropped++;
-      return true;
+    if (frame.length > buffer.sectionSize - SECTION_HEADROOM) {
+      return this.largeFromBackend(frame, offload, buffer);
     }
     if (offload.needsChecksum) fillChecksums(frame, false);
     const channel = this.channelFor(frame);
@@ -166,16 +177,102 @@ export class DataPath {
     info.lso = 0;
     info.vlan = -1;
     info.fragment = 0;
-    const ok = channel.deliver(RndisChannelType.Data, (buffer, section) => {
+    const ok = channel.deliver(RndisChannelType.Data, (b, section) => {
       const header = writePacketHeader(this.header, 0, frame.length, info);
-      buffer.write(section, 0, this.headerBytes, 0, header);
-      buffer.write(section, header, frame);
+      b.write(section, 0, this.headerBytes, 0, header);
+      b.write(section, header, frame);
       return header + frame.length;
     });
     if (!ok) return false;
     this.nic.counters.rxFrames++;
     this.nic.counters.rxBytes += frame.length;
     this.options.tap?.('to-guest', frame);
+    return true;
+  }
+
+  /**
+   * A frame larger than a section: a TCP large send from a backend that
+   * coalesces (a TAP handing over GSO frames). A guest that asked for RSC
+   * gets it as consecutive fragments, one section each, marked first / last
+   * by the internal RNDIS_PKTINFO_ID (Linux rndis_filter_receive_data
+   * reassembles them); any other guest gets it segmented here. Anything else
+   * that large cannot be delivered and is dropped.
+   */
+  private largeFromBackend(
+    frame: Uint8Array,
+    offload: FrameOffload,
+    buffer: ReceiveBuffer,
+  ): boolean {
+    const layout =
+      offload.gsoType === GsoType.TcpV4 || offload.gsoType === GsoType.TcpV6
+        ? frameLayout(frame)
+        : undefined;
+    if (layout?.protocol !== 6) {
+      this.nic.counters.rxDropped++;
+      return true;
+    }
+    const rsc = this.nic.coalescing;
+    if (layout.ipv6 ? rsc.v6 : rsc.v4) return this.coalesced(frame, buffer);
+    const mss =
+      offload.gsoSize ||
+      buffer.sectionSize - SECTION_HEADROOM - (layout.l4 + layout.l4HeaderLength);
+    const segments = segmentTcp(frame, mss);
+    if (!segments) {
+      this.nic.counters.rxDropped++;
+      return true;
+    }
+    if (buffer.available < segments.length) return false;
+    for (const segment of segments) this.fromBackend(segment, FILLED);
+    return true;
+  }
+
+  private coalesced(frame: Uint8Array, buffer: ReceiveBuffer): boolean {
+    const channel = this.channelFor(frame);
+    if (!channel) {
+      this.nic.counters.rxDropped++;
+      return true;
+    }
+    const info = this.parsed.info;
+    const hash = info.hash;
+    const checksum = this.validChecksumInfo(frame);
+    info.checksum = checksum;
+    info.lso = 0;
+    info.vlan = -1;
+    info.fragment =
+      RndisPktinfoFlag.suballoc | RndisPktinfoFlag.firstFragment | RndisPktinfoFlag.lastFragment;
+    const room = buffer.sectionSize - packetOverhead(info);
+    const count = Math.ceil(frame.length / room);
+    if (count > MAX_FRAGMENTS) {
+      this.nic.counters.rxDropped++;
+      return true;
+    }
+    if (buffer.available < count) return false;
+    for (let i = 0, at = 0; i < count; i++, at += room) {
+      const piece = frame.subarray(at, Math.min(frame.length, at + room));
+      info.fragment =
+        RndisPktinfoFlag.suballoc |
+        (i === 0 ? RndisPktinfoFlag.firstFragment : 0) |
+        (i === count - 1 ? RndisPktinfoFlag.lastFragment : 0);
+      // Checksum, hash and VLAN count from the first fragment (Linux rsc_add_data).
+      info.checksum = i === 0 ? checksum : 0;
+      info.hash = i === 0 ? hash : -1;
+      channel.deliver(RndisChannelType.Data, (b, section) => {
+        const header = writePacketHeader(this.header, 0, piece.length, info);
+        b.write(section, 0, this.headerBytes, 0, header);
+        b.write(section, header, piece);
+        return header + piece.length;
+      });
+    }
+    this.nic.counters.rxFrames++;
+    this.nic.counters.rxBytes += frame.length;
+    this.nic.counters.rxCoalesced++;
+    const tap = this.options.tap;
+    if (tap) {
+      // The capture shows the frame with its checksums, as a receiver would check them.
+      const copy = frame.slice();
+      fillChecksums(copy, false);
+      tap('to-guest', copy);
+    }
     return true;
   }
 

@@ -42,13 +42,14 @@ import {
   NvspVersion,
   RndisChannelType,
   VRSS_SEND_TAB_SIZE,
+  VscCapability,
 } from '../protocol.ts';
 import { buildIndicateStatus, readControl } from '../rndis-control.ts';
-import { RndisMessageType, RndisStatus } from '../rndis-protocol.ts';
+import { Oid, RndisMessageType, RndisStatus } from '../rndis-protocol.ts';
 import { DataPath, type NicCounters } from './data-path.ts';
 import { type ChannelCounters, NetvspChannel, type SendBuffer } from './netvsp-channel.ts';
 import { ReceiveBuffer, sectionSizeFor } from './receive-buffer.ts';
-import { RndisDevice } from './rndis-device.ts';
+import { type OffloadState, RndisDevice } from './rndis-device.ts';
 
 export interface NetvspOptions {
   readonly instanceId?: string;
@@ -90,6 +91,7 @@ export class NetvspDevice implements VmbusDevice {
     rxFrames: 0,
     rxBytes: 0,
     rxDropped: 0,
+    rxCoalesced: 0,
     badRndis: 0,
   };
   readonly events: NvspEvent[] = [];
@@ -200,6 +202,25 @@ export class NetvspDevice implements VmbusDevice {
     this.rndis.state = 'uninitialized';
     this.rndis.packetFilter = 0;
     this.rndis.rssTable = new Uint16Array(0);
+    for (const key of Object.keys(this.rndis.offloads) as (keyof OffloadState)[]) {
+      this.rndis.offloads[key] = false;
+    }
+    this.updateBackendOffloads();
+  }
+
+  /**
+   * Whether frames of up to 64 KiB may come from the backend: only when the
+   * guest takes them coalesced (RSC, NVSP 6.1 with the capability, enabled
+   * in its offload parameters); otherwise the backend segments for it.
+   */
+  get coalescing(): { readonly v4: boolean; readonly v6: boolean } {
+    const on = this.version >= NvspVersion.V61 && (this.capabilities & VscCapability.rsc) !== 0n;
+    return { v4: on && this.rndis.offloads.rsc4, v6: on && this.rndis.offloads.rsc6 };
+  }
+
+  private updateBackendOffloads(): void {
+    const { v4, v6 } = this.coalescing;
+    this.options.backend.acceptLarge?.(v4 && v6);
   }
 
   private record(event: NvspEvent): void {
@@ -409,6 +430,8 @@ export class NetvspDevice implements VmbusDevice {
       return;
     }
     const answer = this.rndis.handle(m);
+    if (m.type === RndisMessageType.Set && m.oid === Oid.TcpOffloadParameters)
+      this.updateBackendOffloads();
     if (!answer) return;
     const primary = this.byIndex[0] ?? channel;
     if (!this.deliverControl(primary, answer)) this.warn('no receive section for an RNDIS answer');

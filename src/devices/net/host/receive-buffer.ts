@@ -39,6 +39,11 @@ export class ReceiveBuffer {
     return this.count - this.top;
   }
 
+  /** Sections free now. */
+  get available(): number {
+    return this.top;
+  }
+
   /** A free section, or -1 when the guest holds them all. */
   allocate(): number {
     if (this.top === 0) return -1;

@@ -31,6 +31,7 @@ import {
   NdisTxCsum6Cap,
   NdisTxCsumCap,
   ndisOffload,
+  ndisOffloadParams,
   ndisRecvScaleCap,
   ndisRecvScaleParam,
   OffloadParam,
@@ -59,6 +60,9 @@ export interface OffloadState {
   udp6Checksum: boolean;
   lso4: boolean;
   lso6: boolean;
+  /** Receive segment coalescing the guest turned on (NVSP 6.1 guests). */
+  rsc4: boolean;
+  rsc6: boolean;
 }
 
 export class RndisDevice {
@@ -71,6 +75,8 @@ export class RndisDevice {
     udp6Checksum: false,
     lso4: false,
     lso6: false,
+    rsc4: false,
+    rsc6: false,
   };
   /** RSS as the guest set it: the key, and channel indices by hash (empty: off). */
   rssKey: Uint8Array = new Uint8Array(0);
@@ -217,7 +223,8 @@ export class RndisDevice {
         algos: new Uint8Array(8),
         sa_caps: 0,
       },
-      rsc: new Uint8Array(2),
+      // rsc.ip4, rsc.ip6: the host coalesces received TCP segments for guests that ask.
+      rsc: Uint8Array.of(1, 1),
       encap_gre: new Uint8Array(8),
     });
     return full.subarray(0, size);
@@ -261,6 +268,14 @@ export class RndisDevice {
     o.udp6Checksum = csum(info[8]!, o.udp6Checksum);
     o.lso4 = lso(info[11]!, o.lso4);
     o.lso6 = lso(info[12]!, o.lso6);
+    const rsc4At = ndisOffloadParams.offsetOf('rsc_ip_v4');
+    const rsc6At = ndisOffloadParams.offsetOf('rsc_ip_v6');
+    if (info.length > rsc6At) {
+      const rsc = (value: number, current: boolean): boolean =>
+        value === OffloadParam.noChange ? current : value === OffloadParam.rscEnabled;
+      o.rsc4 = rsc(info[rsc4At]!, o.rsc4);
+      o.rsc6 = rsc(info[rsc6At]!, o.rsc6);
+    }
     return RndisStatus.Success;
   }
 
