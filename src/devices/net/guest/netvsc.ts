@@ -16,8 +16,7 @@
  */
 import { ChannelSet } from '../../../vmbus/channel-set.ts';
 import type { GuestDevice, VmbusDriver } from '../../../vmbus/device.ts';
-import { type FrameOffload, type FramePort, GsoType, noOffload } from '../frame-port.ts';
-import { ETH_HLEN, frameLayout, IPPROTO_TCP } from '../frames.ts';
+import type { FrameOffload, FramePort } from '../frame-port.ts';
 import { nvspMessage } from '../nvsp-message.ts';
 import {
   LINUX_NVSP_VERSION_ORDER,
@@ -37,8 +36,7 @@ import {
   VRSS_CHANNEL_MAX,
 } from '../protocol.ts';
 import { buildSimpleRequest, type ControlMessage, readControl } from '../rndis-control.ts';
-import { emptyFrameInfo, type ParsedPacket, readPacket } from '../rndis-message.ts';
-import { ChecksumInfo, NdisPacketType, RndisMessageType, RndisStatus } from '../rndis-protocol.ts';
+import { NdisPacketType, RndisMessageType, RndisStatus } from '../rndis-protocol.ts';
 import { BouncePool, SendSections, SharedPages } from './guest-buffers.ts';
 import { type GuestChannelCounters, NetvscChannel } from './netvsc-channel.ts';
 import {
@@ -50,6 +48,7 @@ import {
   postSendBuffer,
   sendNdisSettings,
 } from './nvsp-handshake.ts';
+import { type ReceiveCounters, Receiver } from './receive.ts';
 import { RndisClient } from './rndis-client.ts';
 import {
   type GuestOffloads,
@@ -79,21 +78,6 @@ export interface NetvscOptions {
 }
 
 export type NicState = 'starting' | 'ready' | 'failed' | 'removed';
-
-export interface ReceiveCounters {
-  rxFrames: number;
-  rxBytes: number;
-  /** Frames that arrived with no port to take them, or before the NIC was up. */
-  rxDropped: number;
-  /** Frames whose checksums the host vouched for. */
-  rxChecksumValid: number;
-  /** Frames the host sent coalesced (RSC) that went to the port as one large receive. */
-  rxCoalesced: number;
-  /** RNDIS messages from the host that did not parse. */
-  badRndis: number;
-  /** Link changes the host indicated. */
-  linkChanges: number;
-}
 
 /** Large sends (64 KiB of TCP plus headers and RNDIS) fit a bounce buffer of this size. */
 const BOUNCE_BYTES = 68 * 1024;
@@ -145,8 +129,7 @@ export class NetvscNic {
   private readonly rndis: RndisClient;
   private readonly setup: () => RndisSetup;
   private readonly transmitter: Transmitter;
-  private readonly parsed: ParsedPacket = { dataOffset: 0, dataLength: 0, info: emptyFrameInfo() };
-  private readonly rxOffload: FrameOffload = noOffload();
+  private readonly receiver: Receiver;
   private blocked = false;
   private wantedSubchannels = 0;
   private readonly subchannelWaiters: (() => void)[] = [];
@@ -167,6 +150,7 @@ export class NetvscNic {
     this.rndis = new RndisClient((message) => this.sendControl(message), this.timeoutMs);
     this.setup = () => new RndisSetup(this.rndis, this.version, this.steps);
     this.transmitter = new Transmitter(this);
+    this.receiver = new Receiver(this);
   }
 
   get instanceId(): string {
@@ -353,7 +337,12 @@ export class NetvscNic {
     }
     const view = new DataView(message.buffer, message.byteOffset, message.byteLength);
     if (view.getUint32(0, true) === RndisMessageType.Packet)
-      return this.receivedFrame(channel, view, message);
+      return this.receiver.frame(
+        channel,
+        view,
+        message,
+        this.state === 'ready' ? this.port : undefined,
+      );
     const m = readControl(message);
     if (typeof m === 'string') {
       this.counters.badRndis++;
@@ -367,64 +356,6 @@ export class NetvscNic {
     if (!this.rndis.complete(m))
       channel.queue.warn(`an RNDIS answer (type 0x${(m.type >>> 0).toString(16)}) to no request`);
     return NvspStatus.Success;
-  }
-
-  private receivedFrame(channel: NetvscChannel, view: DataView, message: Uint8Array): NvspStatus {
-    const problem = readPacket(view, 0, message.length, this.parsed);
-    if (problem) {
-      this.counters.badRndis++;
-      return NvspStatus.Failure;
-    }
-    const start = this.parsed.dataOffset;
-    let frame = message.subarray(start, start + this.parsed.dataLength);
-    let checksum = this.parsed.info.checksum;
-    const joined = channel.coalesced.add(this.parsed.info.fragment, frame, checksum);
-    if (joined === 'more') return NvspStatus.Success;
-    if (joined === 'dropped') {
-      this.counters.rxDropped++;
-      return NvspStatus.Success;
-    }
-    if (joined === 'done') {
-      frame = channel.coalesced.take();
-      checksum = channel.coalesced.checksum;
-    }
-    const port = this.port;
-    if (!port || this.state !== 'ready') {
-      this.counters.rxDropped++;
-      return NvspStatus.Success;
-    }
-    const offload = this.rxOffload;
-    const ok = ChecksumInfo.rxTcpSucceeded | ChecksumInfo.rxUdpSucceeded;
-    const bad = ChecksumInfo.rxTcpFailed | ChecksumInfo.rxUdpFailed | ChecksumInfo.rxIpFailed;
-    const valid = (checksum & ok) !== 0 && (checksum & bad) === 0;
-    offload.dataValid = valid;
-    offload.needsChecksum = false;
-    offload.gsoType = GsoType.None;
-    offload.gsoSize = 0;
-    if (valid) this.counters.rxChecksumValid++;
-    if (joined === 'done' && frame.length > this.mtu + 14) this.asLargeReceive(frame, offload);
-    this.counters.rxFrames++;
-    this.counters.rxBytes += frame.length;
-    port.send(frame, offload);
-    return NvspStatus.Success;
-  }
-
-  /**
-   * A coalesced TCP segment larger than the MTU goes to the port as a GSO
-   * frame with a partial checksum (what the stack takes from a GRO'd packet):
-   * the host vouched for its data, and the segment size is the MTU's.
-   */
-  private asLargeReceive(frame: Uint8Array, offload: FrameOffload): void {
-    const layout = frameLayout(frame);
-    if (!layout || layout.protocol !== IPPROTO_TCP) return;
-    this.counters.rxCoalesced++;
-    offload.needsChecksum = true;
-    offload.dataValid = false;
-    offload.csumStart = layout.l4;
-    offload.csumOffset = 16;
-    offload.gsoType = layout.ipv6 ? GsoType.TcpV6 : GsoType.TcpV4;
-    offload.headerLength = layout.l4 + layout.l4HeaderLength;
-    offload.gsoSize = Math.max(1, this.mtu - (layout.l4 - ETH_HLEN) - layout.l4HeaderLength);
   }
 
   private indication(m: ControlMessage): void {
