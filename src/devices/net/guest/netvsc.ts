@@ -108,6 +108,7 @@ export class NetvscNic {
   sections: SendSections | undefined;
   bounce: BouncePool | undefined;
   maxPacketsPerMessage = 1;
+  packetAlignment = 8;
   readonly counters: TransmitCounters & ReceiveCounters = {
     txFrames: 0,
     txBytes: 0,
@@ -198,6 +199,7 @@ export class NetvscNic {
         this.options.offloads ?? { checksum: true, lso: true },
       );
       this.maxPacketsPerMessage = facts.maxPacketsPerMessage;
+      this.packetAlignment = facts.alignment;
       this.mtu = facts.mtu;
       this.mac = facts.mac;
       this.friendlyName = facts.friendlyName;

@@ -43,6 +43,19 @@ export interface TransmitOwner {
   readonly offloads: GuestOffloads;
   readonly mtu: number;
   readonly counters: TransmitCounters;
+  /** From the host's INITIALIZE_C: RNDIS packets one send may carry, and their alignment. */
+  readonly maxPacketsPerMessage: number;
+  readonly packetAlignment: number;
+}
+
+/** A send section being filled with several packets (Linux's msd batching), sent at the end of the batch. */
+interface OpenSection {
+  channel: NetvscChannel;
+  section: number;
+  /** Bytes used, and where the last packet starts (its msg_len takes the padding when one more comes). */
+  used: number;
+  last: number;
+  count: number;
 }
 
 /** A flow hash for the send table: FNV-1a over the addresses and ports (Linux uses the skb hash). */
@@ -64,8 +77,30 @@ export function flowHash(frame: Uint8Array): number {
 
 export class Transmitter {
   private readonly info = emptyFrameInfo();
+  private open: OpenSection | undefined;
+  private flushQueued = false;
 
   constructor(private readonly nic: TransmitOwner) {}
+
+  /**
+   * Sends the section being filled. Packets that arrive together (a TAP
+   * read's batch) share one RNDIS_PKT; the batch closes in a microtask, so
+   * it goes out before the queue publishes at the end of the turn.
+   */
+  flush(): void {
+    const o = this.open;
+    if (!o) return;
+    this.open = undefined;
+    if (!o.channel.sendSection(RndisChannelType.Data, o.section, o.used)) {
+      this.nic.sections?.release(o.section);
+      this.nic.counters.txDropped += o.count;
+    }
+  }
+
+  private readonly flushLater = (): void => {
+    this.flushQueued = false;
+    this.flush();
+  };
 
   /**
    * Sends one frame; false when no channel, section or bounce buffer is
@@ -136,7 +171,7 @@ export class Transmitter {
     return placed !== 'wait';
   }
 
-  /** Writes the RNDIS packet into a section or bounce buffer and sends it. */
+  /** Writes the RNDIS packet into a section (shared with others) or a bounce buffer and sends it. */
   private place(
     channel: NetvscChannel,
     frame: Uint8Array,
@@ -145,37 +180,92 @@ export class Transmitter {
     const nic = this.nic;
     const total = packetOverhead(this.info) + frame.length;
     const sections = nic.sections;
-    let target: Uint8Array | undefined;
-    let section = -1;
-    let bounce = -1;
-    if (sections && total <= sections.sectionSize) section = sections.allocate();
-    if (section >= 0 && sections) {
-      target = sections.view(section);
-    } else if (nic.bounce && total <= nic.bounce.bytesEach) {
-      bounce = nic.bounce.allocate();
-      if (bounce >= 0) target = nic.bounce.buffers[bounce]!.bytes;
-    } else if (!nic.bounce || total > nic.bounce.bytesEach) {
-      nic.counters.txDropped++;
-      return 'dropped';
+    if (sections && total <= sections.sectionSize) {
+      const batched = this.batch(channel, sections, frame, total, fill);
+      if (batched !== 'no-section') return batched;
     }
-    if (!target) return 'wait';
-    const view = new DataView(target.buffer, target.byteOffset, target.byteLength);
-    const at = writePacketHeader(view, 0, frame.length, this.info);
-    target.set(frame, at);
-    if (fill) fillChecksums(target.subarray(at, at + frame.length), false);
-    const ok =
-      section >= 0
-        ? channel.sendSection(RndisChannelType.Data, section, total)
-        : channel.sendPages(RndisChannelType.Data, bounce, nic.bounce!.range(bounce, total));
-    if (!ok) {
-      if (section >= 0) sections?.release(section);
-      else nic.bounce?.release(bounce);
+    // A packet of its own: whatever is batched goes first, so a flow keeps its order.
+    this.flush();
+    const pool = nic.bounce;
+    if (!pool || total > pool.bytesEach) {
+      if (!sections || total > sections.sectionSize) {
+        nic.counters.txDropped++;
+        return 'dropped';
+      }
       return 'wait';
     }
-    if (bounce >= 0) nic.counters.txBounced++;
-    if (fill) nic.counters.txChecksumsFilled++;
-    nic.counters.txFrames++;
-    nic.counters.txBytes += frame.length;
+    const bounce = pool.allocate();
+    if (bounce < 0) return 'wait';
+    const target = pool.buffers[bounce]!.bytes;
+    this.write(target, 0, frame, fill);
+    if (!channel.sendPages(RndisChannelType.Data, bounce, pool.range(bounce, total))) {
+      pool.release(bounce);
+      return 'wait';
+    }
+    nic.counters.txBounced++;
+    this.sent(frame, fill);
     return 'sent';
+  }
+
+  /** Adds a packet to the open section (or a fresh one); 'no-section' when none is free. */
+  private batch(
+    channel: NetvscChannel,
+    sections: SendSections,
+    frame: Uint8Array,
+    total: number,
+    fill: boolean,
+  ): 'sent' | 'wait' | 'no-section' {
+    const nic = this.nic;
+    const align = Math.max(1, nic.packetAlignment);
+    let o = this.open;
+    if (o) {
+      const start = Math.ceil(o.used / align) * align;
+      const fits =
+        o.channel === channel &&
+        o.count < nic.maxPacketsPerMessage &&
+        start + total <= sections.sectionSize;
+      if (fits) {
+        // The previous packet's msg_len takes the padding up to the next one (as Linux pads).
+        const view = sections.view(o.section);
+        const dv = new DataView(view.buffer, view.byteOffset, view.byteLength);
+        view.fill(0, o.used, start);
+        dv.setUint32(o.last + 4, start - o.last, true);
+        this.write(view, start, frame, fill);
+        o.last = start;
+        o.used = start + total;
+        o.count++;
+        this.sent(frame, fill);
+        if (o.count >= nic.maxPacketsPerMessage) this.flush();
+        return 'sent';
+      }
+      this.flush();
+    }
+    if (!channel.hasRoom) return 'wait';
+    const section = sections.allocate();
+    if (section < 0) return 'no-section';
+    this.write(sections.view(section), 0, frame, fill);
+    o = { channel, section, used: total, last: 0, count: 1 };
+    this.open = o;
+    this.sent(frame, fill);
+    if (nic.maxPacketsPerMessage <= 1) this.flush();
+    else if (!this.flushQueued) {
+      this.flushQueued = true;
+      queueMicrotask(this.flushLater);
+    }
+    return 'sent';
+  }
+
+  private write(target: Uint8Array, at: number, frame: Uint8Array, fill: boolean): void {
+    const view = new DataView(target.buffer, target.byteOffset, target.byteLength);
+    const dataAt = writePacketHeader(view, at, frame.length, this.info);
+    target.set(frame, dataAt);
+    if (fill) fillChecksums(target.subarray(dataAt, dataAt + frame.length), false);
+  }
+
+  private sent(frame: Uint8Array, fill: boolean): void {
+    const c = this.nic.counters;
+    if (fill) c.txChecksumsFilled++;
+    c.txFrames++;
+    c.txBytes += frame.length;
   }
 }
