@@ -17,7 +17,7 @@ import {
   type Queue,
   type RequestTable,
 } from '../../../vmbus/queue.ts';
-import { NvspReader, nvspMessage } from '../nvsp-message.ts';
+import { NvspReader } from '../nvsp-message.ts';
 import {
   NETVSC_INVALID_INDEX,
   NETVSC_RECEIVE_BUFFER_ID,
@@ -64,6 +64,21 @@ export interface GuestChannelOwner {
   readonly version: number;
 }
 
+/** The send contexts, one per section and bounce buffer, made once (no object per frame). */
+const sectionContexts: Outstanding[] = [];
+const bounceContexts: Outstanding[] = [];
+
+function sendContext(section: number, bounce: number): Outstanding {
+  const list = section >= 0 ? sectionContexts : bounceContexts;
+  const at = section >= 0 ? section : bounce;
+  let c = list[at];
+  if (!c) {
+    c = { kind: 'send', section, bounce };
+    list[at] = c;
+  }
+  return c;
+}
+
 export class NetvscChannel {
   readonly counters: GuestChannelCounters;
   /** The frame the host is sending coalesced on this channel, fragment by fragment. */
@@ -71,6 +86,10 @@ export class NetvscChannel {
   readonly requests: RequestTable<Outstanding>;
   private readonly nvsp = new NvspReader();
   private copy: Uint8Array;
+  private readonly nvspOut = new Uint8Array(40);
+  private readonly nvspOutView = new DataView(this.nvspOut.buffer);
+  private readonly completion = new Uint8Array(8);
+  private readonly completionView = new DataView(this.completion.buffer);
   closed = false;
 
   constructor(
@@ -126,9 +145,9 @@ export class NetvscChannel {
 
   /** Sends a frame (or RNDIS control message) already written into a send section. */
   sendSection(type: RndisChannelType, section: number, size: number): boolean {
-    const id = this.requests.allocate({ kind: 'send', section, bounce: -1 });
+    const id = this.requests.allocate(sendContext(section, -1));
     if (id === 0) return false;
-    const nvsp = nvspMessage(NvspMessageType.SendRndisPacket, type, section, size);
+    const nvsp = this.rndisPkt(type, section, size);
     if (this.queue.sendInband(nvsp, id, 0, true) === 'closed') {
       this.requests.cancel(id);
       return false;
@@ -139,15 +158,25 @@ export class NetvscChannel {
 
   /** Sends an RNDIS message held in a page-aligned buffer, as a GPA-direct page list. */
   sendPages(type: RndisChannelType, bounce: number, range: GpaRange): boolean {
-    const id = this.requests.allocate({ kind: 'send', section: -1, bounce });
+    const id = this.requests.allocate(sendContext(-1, bounce));
     if (id === 0) return false;
-    const nvsp = nvspMessage(NvspMessageType.SendRndisPacket, type, NETVSC_INVALID_INDEX, 0);
+    const nvsp = this.rndisPkt(type, NETVSC_INVALID_INDEX, 0);
     if (this.queue.sendGpaDirect([range], nvsp, id, 0, true) === 'closed') {
       this.requests.cancel(id);
       return false;
     }
     this.counters.sent++;
     return true;
+  }
+
+  /** An RNDIS_PKT message in a scratch buffer (the queue copies what it sends). */
+  private rndisPkt(type: RndisChannelType, section: number, size: number): Uint8Array {
+    const v = this.nvspOutView;
+    v.setUint32(0, NvspMessageType.SendRndisPacket, true);
+    v.setUint32(4, type, true);
+    v.setUint32(8, section >>> 0, true);
+    v.setUint32(12, size >>> 0, true);
+    return this.nvspOut;
   }
 
   private completed(done: Outstanding, packet: IncomingPacket): void {
@@ -248,8 +277,9 @@ export class NetvscChannel {
     }
     if (packet.completionRequested || packet.transLo !== 0 || packet.transHi !== 0) {
       // recv_comp_msg: 8 bytes.
-      const done = new Uint8Array(8);
-      const v = new DataView(done.buffer);
+      // recv_comp_msg, reused: the queue copies what it sends.
+      const done = this.completion;
+      const v = this.completionView;
       v.setUint32(0, NvspMessageType.SendRndisPacketComplete, true);
       v.setUint32(4, status, true);
       this.queue.sendCompletion(packet.transLo, packet.transHi, done);
